@@ -1,0 +1,66 @@
+"""Index samplers that know about distributed ranks (torch.distributed, when initialised)."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.distributed as dist
+import torch.utils.data
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shared_random_seed() -> int:
+    """A random seed, identical on every rank (rank 0's, broadcast)."""
+    seed = [int(torch.randint(2**31, (1,)).item())]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(seed, src=0)
+    return seed[0]
+
+
+class TrainingSampler(torch.utils.data.Sampler):
+    """Infinite stream of indices: every rank draws the same seeded permutations and keeps every
+    ``world_size``-th index from position ``rank``, so ranks see disjoint images each epoch."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None,
+                 rank: int | None = None, world_size: int | None = None):
+        if size <= 0:
+            raise ValueError(f"TrainingSampler needs a non-empty dataset, got size={size}")
+        r, w = rank_and_world_size()
+        self.size, self.shuffle = size, shuffle
+        self.rank = r if rank is None else rank
+        self.world_size = w if world_size is None else world_size
+        self.seed = shared_random_seed() if seed is None else int(seed)
+
+    def _infinite_indices(self):
+        g = torch.Generator().manual_seed(self.seed)
+        while True:
+            if self.shuffle:
+                yield from torch.randperm(self.size, generator=g).tolist()
+            else:
+                yield from range(self.size)
+
+    def __iter__(self):
+        return itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
+
+
+class InferenceSampler(torch.utils.data.Sampler):
+    """Contiguous shard per rank; the shards partition ``range(size)``: each index exactly once."""
+
+    def __init__(self, size: int, rank: int | None = None, world_size: int | None = None):
+        r, w = rank_and_world_size()
+        rank = r if rank is None else rank
+        world_size = w if world_size is None else world_size
+        per, extra = divmod(size, world_size)
+        begin = rank * per + min(rank, extra)
+        self.indices = range(begin, begin + per + (1 if rank < extra else 0))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
