@@ -1,0 +1,160 @@
+"""Command-line overrides: "dotted.key=value" applied to a loaded config.
+
+value is a Python literal (ast.literal_eval; also true/false/null) else the raw string. "+key=value" adds a
+key that does not exist yet, "++key=value" sets it whether or not it exists. A typo'd key or a value of a
+clearly wrong type is a one-line ConfigError, never a silently ignored or broken run.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .errors import ConfigError, one_line
+from .lazy import CONFIG_FLAGS
+
+_YAML_WORDS = {"true": True, "false": False, "null": None, "none": None}
+_MISSING = object()
+
+
+def parse_value(text: str) -> Any:
+    """The override's value: a Python literal if it parses as one, else the string itself."""
+    stripped = text.strip()
+    if stripped.lower() in _YAML_WORDS:
+        return _YAML_WORDS[stripped.lower()]
+    try:
+        return ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Apply each override in order (in place) and return cfg."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for override in overrides:
+        _apply_one(cfg, override)
+    return cfg
+
+
+def _apply_one(cfg: DictConfig, override: str) -> None:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    mode = "++" if key.startswith("++") else "+" if key.startswith("+") else ""
+    key = key[len(mode):]
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override {override!r}: expected dotted.key=value (or +new.key=value)")
+    value = parse_value(raw)
+    *parents, last = key.split(".")
+    parent = _walk(cfg, parents, key, create=bool(mode))
+    old = _get(parent, last)
+    if old is _MISSING:
+        if not mode:
+            raise ConfigError(f"unknown config key {key!r}{_closest(cfg, key)}; use +{key}=... to add a new key")
+        _set(parent, last, value, key)
+        return
+    if mode == "+":
+        raise ConfigError(f"cannot add {key!r}: it already exists (value {one_line(repr(old), 60)}); "
+                          f"drop the '+' to override it")
+    _set(parent, last, _checked(key, old, value, raw), key)
+
+
+def _walk(cfg: Any, parts: list[str], key: str, create: bool) -> Any:
+    node = cfg
+    for i, part in enumerate(parts):
+        child = _get(node, part)
+        if child is _MISSING and create and isinstance(node, DictConfig):
+            node[part] = DictConfig({}, flags=CONFIG_FLAGS)
+            child = node._get_node(part)
+        if child is _MISSING:
+            sub = ".".join(parts[: i + 1])
+            raise ConfigError(f"unknown config key {key!r} (no {sub!r}){_closest(cfg, key)}")
+        if not isinstance(child, (DictConfig, ListConfig)) or child._is_none():
+            sub = ".".join(parts[: i + 1])
+            raise ConfigError(f"cannot set {key!r}: {sub!r} holds {one_line(repr(_plain(child)), 60)}, "
+                              f"not a dict or list")
+        node = child
+    return node
+
+
+def _get(node: Any, part: str) -> Any:
+    """The child node (containers) or raw value (leaves, interpolations unresolved) at part, or _MISSING."""
+    if isinstance(node, DictConfig):
+        if part not in node:
+            return _MISSING
+        child = node._get_node(part)
+    elif isinstance(node, ListConfig):
+        if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+            return _MISSING
+        child = node._get_node(int(part))
+    else:
+        return _MISSING
+    return child if isinstance(child, (DictConfig, ListConfig)) else child._value()
+
+
+def _set(parent: Any, last: str, value: Any, key: str) -> None:
+    if isinstance(parent, ListConfig):
+        if _get(parent, last) is _MISSING:
+            raise ConfigError(f"cannot add {key!r}: {last!r} is not an index of the list (length {len(parent)})")
+        parent[int(last)] = value
+    else:
+        parent[last] = value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return None if value._is_none() else OmegaConf.to_container(value, resolve=False)
+    return value
+
+
+def _checked(key: str, old: Any, new: Any, raw: str) -> Any:
+    """new, converted where harmless (int into float field); ConfigError when the type is clearly wrong."""
+    old = _plain(old)
+    if new is None or old is None or (isinstance(old, str) and old.startswith("${")):
+        return new  # None is always allowed; a None / interpolated field accepts anything
+    if isinstance(old, bool):
+        ok = isinstance(new, bool)
+    elif isinstance(old, (int, float)):
+        ok = isinstance(new, (int, float)) and not isinstance(new, bool)
+        if ok and isinstance(old, float):
+            new = float(new)
+    elif isinstance(old, str):
+        if isinstance(new, (int, float, bool)):
+            return raw.strip()  # a string field keeps what was typed ("2024" stays "2024")
+        ok = True
+    elif isinstance(old, list):
+        ok = isinstance(new, (list, tuple))
+    elif isinstance(old, dict):
+        ok = isinstance(new, dict)
+    else:
+        ok = True  # objects (e.g. callables): any replacement is the user's call
+    if not ok:
+        raise ConfigError(f"override {key}={raw.strip()}: the key holds a {type(old).__name__} "
+                          f"({one_line(repr(old), 60)}) and {new!r} is a {type(new).__name__}; give a "
+                          f"{type(old).__name__} (or null)")
+    return new
+
+
+def _closest(cfg: Any, key: str) -> str:
+    keys = list(_all_keys(cfg))
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    if not close:  # compare the last part against siblings-of-anything (e.g. 'lr' vs 'base_lr')
+        last = key.rsplit(".", 1)[-1]
+        close = [k for k in keys if difflib.get_close_matches(last, [k.rsplit(".", 1)[-1]], cutoff=0.75)][:3]
+    return f"; closest existing keys: {', '.join(close)}" if close else ""
+
+
+def _all_keys(node: Any, prefix: str = ""):
+    if isinstance(node, DictConfig) and not node._is_none():
+        items = [(str(k), node._get_node(k)) for k in node.keys()]
+    elif isinstance(node, ListConfig) and not node._is_none():
+        items = [(str(i), node._get_node(i)) for i in range(len(node))]
+    else:
+        return
+    for name, child in items:
+        full = f"{prefix}{name}"
+        yield full
+        if isinstance(child, (DictConfig, ListConfig)):
+            yield from _all_keys(child, full + ".")
