@@ -1,0 +1,59 @@
+"""Hungarian matching between predictions and ground truth (DETR's set prediction, DINO's focal cost).
+
+cost = cost_class * focal_cost + cost_bbox * L1(cxcywh) + cost_giou * (-GIoU), minimised per image with
+scipy's ``linear_sum_assignment``. The focal class cost is the focal loss of predicting the target class
+minus that of predicting background for it, as in Deformable DETR / detrex.
+"""
+from typing import List, Tuple
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from ..layers import box_cxcywh_to_xyxy, generalized_box_iou
+
+
+def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """[Q, K] logits, [N] labels -> [Q, N] cost of assigning query q to a target of class labels[n]."""
+    prob = logits.sigmoid()
+    positive = alpha * (1 - prob) ** gamma * -(prob + 1e-8).log()
+    negative = (1 - alpha) * prob ** gamma * -(1 - prob + 1e-8).log()
+    return positive[:, labels] - negative[:, labels]
+
+
+class HungarianMatcher(nn.Module):
+    def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
+                 alpha: float = 0.25, gamma: float = 2.0):
+        super().__init__()
+        if cost_class == 0 and cost_bbox == 0 and cost_giou == 0:
+            raise ValueError("HungarianMatcher: cost_class, cost_bbox and cost_giou cannot all be 0")
+        self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.alpha, self.gamma = alpha, gamma
+
+    def cost_matrix(self, logits: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
+                    target_boxes: torch.Tensor) -> torch.Tensor:
+        """[Q, K], [Q, 4] predictions of one image vs [N] labels, [N, 4] cxcywh boxes -> [Q, N]."""
+        logits, boxes, target_boxes = logits.float(), boxes.float(), target_boxes.float()
+        cost = self.cost_class * focal_class_cost(logits, labels, self.alpha, self.gamma)
+        cost = cost + self.cost_bbox * torch.cdist(boxes, target_boxes, p=1)
+        giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes))
+        return cost - self.cost_giou * giou
+
+    @torch.no_grad()
+    def forward(self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor,
+                targets: List[dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """[B, Q, K] logits and [B, Q, 4] boxes -> per image (query indices, target indices), int64 on CPU,
+        sorted by query index."""
+        matches = []
+        for logits, boxes, target in zip(pred_logits, pred_boxes, targets):
+            if len(target["labels"]) == 0:
+                empty = torch.empty(0, dtype=torch.int64)
+                matches.append((empty, empty))
+                continue
+            cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"]).cpu()
+            if not torch.isfinite(cost).all():
+                raise FloatingPointError("HungarianMatcher: the cost matrix has NaN/inf entries (the predictions "
+                                         "diverged); lower the lr or enable gradient clipping")
+            rows, cols = linear_sum_assignment(cost.numpy())
+            matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        return matches
