@@ -57,6 +57,10 @@ class DINO(nn.Module):
         if getattr(backbone, "num_levels", transformer.num_feature_levels) != transformer.num_feature_levels:
             raise ValueError(f"DINO: backbone.num_levels={backbone.num_levels} but "
                              f"model.transformer.num_feature_levels={transformer.num_feature_levels}")
+        pos_feats = getattr(position_embedding, "num_pos_feats", embed_dim // 2)
+        if 2 * pos_feats != embed_dim:
+            raise ValueError(f"DINO: model.position_embedding.num_pos_feats={pos_feats} must be embed_dim / 2 = "
+                             f"{embed_dim // 2}")
         self.backbone, self.transformer, self.criterion = backbone, transformer, criterion
         self.position_embedding = position_embedding or PositionEmbeddingSine(embed_dim // 2)
         self.input_proj = input_proj if input_proj is not None else default_input_proj(
