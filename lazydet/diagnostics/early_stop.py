@@ -1,0 +1,50 @@
+"""Early stopping on a validation metric (patience in evaluations, min delta); the reason is recorded."""
+from __future__ import annotations
+
+from lazydet.engine.trainer import HookBase, StopTraining
+
+from .findings import DoctorReport, Finding
+
+
+class EarlyStopper:
+    """Pure bookkeeping: feed each new evaluation; `update` returns a reason string when it is time to stop."""
+
+    def __init__(self, metric: str = "bbox/AP", mode: str = "max", patience: int = 5, min_delta: float = 0.0):
+        if mode not in ("max", "min"):
+            raise ValueError(f"train.doctor.early_stop.mode must be 'max' or 'min', got {mode!r}")
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, int(patience), float(min_delta)
+        self.best: float | None = None
+        self.best_iter: int | None = None
+        self.bad_evals = 0
+
+    def update(self, value: float, iteration: int) -> str | None:
+        better = self.best is None or (value > self.best + self.min_delta if self.mode == "max"
+                                       else value < self.best - self.min_delta)
+        if better:
+            self.best, self.best_iter, self.bad_evals = value, iteration, 0
+            return None
+        self.bad_evals += 1
+        if self.bad_evals >= self.patience:
+            return (f"{self.metric} did not improve by more than {self.min_delta} for {self.bad_evals} evaluations "
+                    f"(best {self.best:.4g} at iter {self.best_iter}, last {value:.4g} at iter {iteration})")
+        return None
+
+
+class EarlyStopHook(HookBase):
+    """Reads new `metric` entries from the event storage after each step; raises StopTraining with why."""
+
+    def __init__(self, metric="bbox/AP", mode="max", patience=5, min_delta=0.0, report: DoctorReport | None = None):
+        self.stopper = EarlyStopper(metric, mode, patience, min_delta)
+        self.report = report
+        self._seen = 0
+
+    def after_step(self):
+        from .hook import storage_series
+        series = storage_series(self.trainer.storage, self.stopper.metric)
+        for it, value in series[self._seen:]:
+            reason = self.stopper.update(value, it)
+            if reason:
+                if self.report is not None:
+                    self.report.add(Finding("early_stopped", "info", reason, it))
+                raise StopTraining(f"early stop: {reason}")
+        self._seen = len(series)

@@ -1,0 +1,212 @@
+"""DoctorHook: runs the checks while training, stops before a non-finite step, writes doctor_report.md.
+
+Cost per iteration: two small device syncs in `after_backward` (the loss terms and the per-tensor gradient
+norms, needed anyway to stop *before* the optimizer step); everything else runs every `check_period`
+iterations or only during the first few.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from lazydet.engine.trainer import HookBase, StopTraining
+
+from . import checks_loss as L
+from .checks_data import DataSample, InputStatsRecorder
+from .checks_params import (GradPresence, ParamFingerprint, UpdateRatioProbe, check_optimizer_coverage,
+                            check_unexpected_frozen, check_update_ratios, grad_health, group_names,
+                            param_group_index)
+from .findings import DoctorReport, Finding
+from .settings import merge_settings
+
+logger = logging.getLogger("lazydet.doctor")
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _image_ids(batch) -> list:
+    try:
+        return [t.get("image_id") for t in batch["targets"]]
+    except (TypeError, KeyError, AttributeError):
+        return []
+
+
+def storage_series(storage, name: str) -> list[tuple[int, float]]:
+    """`storage.history(name)` as (iteration, value) pairs; empty when the metric was never put."""
+    try:
+        return [(int(it), float(v)) for v, it in storage.history(name).values()]
+    except (KeyError, AttributeError):
+        return []
+
+
+class DoctorHook(HookBase):
+    """The training doctor. `settings` is `train.doctor` (partial is fine; see settings.DEFAULTS)."""
+
+    def __init__(self, settings=None, num_classes: int | None = None, cfg=None):
+        self.s = merge_settings(settings)
+        self.num_classes = num_classes
+        self.cfg = cfg
+        self.report = DoctorReport(log_every_s=self.s["log_every_s"])
+        self.loss_series: list[tuple[int, float]] = []
+        self.grad_series: list[tuple[int, float]] = []
+        self.data = DataSample(outside_tol=self.s["data"]["outside_tol"])
+        self._input_recorder = None
+        self._probe = UpdateRatioProbe()
+        self._probing = False
+        self._fp16_overflows = 0
+        self._data_done = False
+        self._grad_done = False
+        self._change_done = False
+
+    # ----------------------------------------------------------------- lifecycle
+    def before_train(self):
+        t = self.trainer
+        self.report.storage = getattr(t, "storage", None)
+        model = _unwrap(t.model)
+        if self.num_classes is None:
+            self.num_classes = getattr(model, "num_classes", None)
+        p = self.s["params"]
+        self._grad_presence = GradPresence(model, ignore=p["ignore"])
+        self._fingerprint = ParamFingerprint(model, t.optimizer)
+        self.report.extend(check_optimizer_coverage(model, t.optimizer, t.iter, ignore=p["ignore"]))
+        frozen = check_unexpected_frozen(model, p["expected_frozen"], t.iter)
+        if frozen:
+            self.report.add(frozen)
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None and self.s["data"]["sample_batches"] > 0:
+            self._input_recorder = InputStatsRecorder(backbone, self.data)
+        if self.s["preflight"]["enabled"]:
+            from .preflight import run_preflight
+            run_preflight(t, self.s["preflight"], self.report, self.cfg)
+
+    def after_backward(self):
+        t = self.trainer
+        it = t.iter
+        model = _unwrap(t.model)
+        losses = getattr(t, "last_loss_dict", None) or {}
+        bad_terms = L.non_finite_terms(losses)
+        gnorm, bad_params = grad_health(model)
+        if losses:
+            self.loss_series.append((it, float(sum(float(v) for v in losses.values()))))
+        if math.isfinite(gnorm):
+            self.grad_series.append((it, gnorm))
+        if not self._data_done and getattr(t, "last_batch", None) is not None:
+            self.data.observe_batch(t.last_batch, model, inputs_from_hook=self._input_recorder is not None)
+        if not self._grad_done:
+            self._grad_presence.observe(model)
+        if bad_terms or bad_params:
+            self._non_finite(it, losses, bad_terms, bad_params)
+        elif self._probe_due(it):
+            self._probe.before_step(t.optimizer)
+            self._probing = True
+
+    def after_step(self):
+        t = self.trainer
+        it = t.iter
+        model = _unwrap(t.model)
+        if self._probing:
+            self._probing = False
+            ratios = self._probe.after_step()
+            if not getattr(t, "skip_step", False):
+                self.report.extend(check_update_ratios(
+                    ratios, group_names(model, t.optimizer), low=self.s["params"]["ratio_low"],
+                    high=self.s["params"]["ratio_high"], iteration=it))
+        if not self._data_done and it + 1 - t.start_iter >= self.s["data"]["sample_batches"]:
+            self._finish_data_sample(it)
+        if not self._grad_done and it + 1 - t.start_iter >= self.s["params"]["grad_check_iters"]:
+            self._grad_done = True
+            self._add(self._grad_presence.finding(model, it))
+        if not self._change_done and it + 1 - t.start_iter >= self.s["params"]["change_check_iter"]:
+            self._change_done = True
+            self._add(self._fingerprint.finding(model, it, self._param_lrs()))
+        if (it + 1) % self.s["check_period"] == 0:
+            self.run_series_checks(it)
+
+    def after_train(self):
+        t = self.trainer
+        if not self._data_done and getattr(t, "last_batch", None) is not None:
+            self._finish_data_sample(t.iter)
+        reason = getattr(t, "stop_reason", None)
+        if reason:
+            self.report.stop_reason = str(reason)
+        if self._input_recorder is not None:
+            self._input_recorder.remove()
+            self._input_recorder = None
+        from lazydet.utils import comm
+        if comm.is_main_process() and getattr(t, "output_dir", None):
+            path = self.report.write(t.output_dir, self.s["report_file"])
+            logger.info(f"[doctor] report written to {path} "
+                        f"({len(self.report.problems())} problem(s))")
+
+    # ----------------------------------------------------------------- checks
+    def run_series_checks(self, it):
+        s, ls = self.s, self.s["loss"]
+        self._add(L.check_divergence(self.loss_series, window=ls["window"] // 2 or 1,
+                                     ratio=ls["divergence_ratio"], min_points=ls["window"]))
+        g = s["grad"]
+        self._add(L.check_grad_explosion(self.grad_series, recent=g["recent"], baseline=g["baseline"],
+                                         ratio=g["explosion_ratio"]))
+        self._add(L.check_no_learning(self.loss_series, warmup=s["warmup_iters"], window=ls["window"],
+                                      min_rel_drop=ls["no_learning_min_drop"], p_value=ls["no_learning_p_value"]))
+        e = s["eval"]
+        storage = getattr(self.trainer, "storage", None)
+        evals = storage_series(storage, e["metric"])
+        self._add(L.check_metric_at_chance(evals, min_evals=e["min_evals"], chance=e["chance"], name=e["metric"]))
+        val_name, val = e["metric"], evals
+        val_loss = storage_series(storage, "val/total_loss")
+        if len(val_loss) >= len(evals):
+            val_name, val = "val/total_loss", val_loss
+        self._add(L.check_noisy_flat(self.loss_series, val, window=ls["window"], cv_threshold=ls["noisy_cv"],
+                                     min_evals=e["min_evals"], val_name=val_name, rel_tol=e["flat_rel_tol"],
+                                     abs_tol=e["flat_abs_tol"] if val_name == e["metric"] else 0.0))
+
+    def _finish_data_sample(self, it):
+        self._data_done = True
+        if self._input_recorder is not None:
+            self._input_recorder.remove()
+            self._input_recorder = None
+        d = self.s["data"]
+        self.report.extend(self.data.findings(
+            self.num_classes, it, max_abs_mean=d["max_abs_input_mean"], std_range=tuple(d["input_std_range"]),
+            empty_warn=d["empty_warn"], imbalance_ratio=d["imbalance_ratio"]))
+
+    def _non_finite(self, it, losses, bad_terms, bad_params):
+        t = self.trainer
+        ids = _image_ids(getattr(t, "last_batch", None))
+        scaler = getattr(t, "grad_scaler", None)
+        if not bad_terms and scaler is not None and getattr(scaler, "is_enabled", lambda: True)():
+            # fp16: the GradScaler skips this step and lowers its scale; only a persistent overflow is a fault
+            self._fp16_overflows += 1
+            if self._fp16_overflows <= self.s["max_fp16_overflow_steps"]:
+                return
+        if bad_terms:
+            finding = L.check_non_finite_loss(losses, it, ids)
+            if bad_params:
+                finding.evidence += f"; {len(bad_params)} tensors got non-finite gradients, e.g. {bad_params[:5]}"
+        else:
+            finding = Finding("non_finite_grad", "error",
+                              f"{len(bad_params)} tensors with non-finite gradients, e.g. {bad_params[:8]}; "
+                              f"batch image ids: {ids}", it, {"params": bad_params, "image_ids": ids})
+        self._add(finding)
+        t.skip_step = True
+        if finding.name in self.s["stop_on"]:
+            raise StopTraining(f"doctor: {finding.name} at iteration {it} (step skipped, weights finite)")
+
+    def _add(self, finding):
+        if finding is None:
+            return
+        self.report.add(finding)
+        if finding.name in self.s["stop_on"] and finding.name not in ("non_finite_loss", "non_finite_grad"):
+            raise StopTraining(f"doctor: {finding.name} at iteration {finding.iteration}: {finding.evidence}")
+
+    def _probe_due(self, it):
+        period = self.s["params"]["ratio_period"]
+        return bool(period) and it >= self.s["warmup_iters"] and (it + 1) % period == 0
+
+    def _param_lrs(self) -> dict[str, float]:
+        model, opt = _unwrap(self.trainer.model), self.trainer.optimizer
+        where = param_group_index(model, opt)
+        groups = opt.param_groups if hasattr(opt, "param_groups") else []
+        return {n: float(groups[w[0][1]]["lr"]) for n, w in where.items() if w and w[0][0] == 0 and groups}
