@@ -1,0 +1,43 @@
+"""A tiny model and an infinite random loader for the SLURM/preemption tests (seconds per run on a CPU).
+
+The loader draws every batch from torch's global RNG in the main process, so a run that resumes with the
+restored RNG state sees exactly the batches an uninterrupted run would have seen.
+"""
+import time
+
+import torch
+from torch import nn
+
+
+class ToyRegressor(nn.Module):
+    """y = x @ w through a small MLP with dropout (dropout makes the result depend on the RNG state)."""
+
+    def __init__(self, dim: int = 8, hidden: int = 16, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.num_classes = 1
+        self.register_buffer("pixel_mean", torch.zeros(3, 1, 1))
+        self.register_buffer("pixel_std", torch.ones(3, 1, 1))
+
+    def forward(self, batch):
+        pred = self.net(batch["x"])
+        if self.training:
+            return {"loss_mse": nn.functional.mse_loss(pred, batch["y"])}
+        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+                for _ in range(len(pred))]
+
+
+class ToyLoader:
+    """Infinite batches {"x", "y"}; `step_sleep` seconds per batch make a run last long enough to signal it."""
+
+    def __init__(self, batch_size: int = 4, dim: int = 8, step_sleep: float = 0.0, dataset_size: int = 64):
+        self.batch_size, self.dim, self.step_sleep = batch_size, dim, step_sleep
+        self.dataset_size, self.total_batch_size = dataset_size, batch_size
+        self.w = torch.linspace(-1, 1, dim).reshape(dim, 1)
+
+    def __iter__(self):
+        while True:
+            if self.step_sleep:
+                time.sleep(self.step_sleep)
+            x = torch.randn(self.batch_size, self.dim)
+            yield {"x": x, "y": x @ self.w}
