@@ -79,7 +79,7 @@ def _exec_recipe(path: Path) -> dict[str, Any]:
         code = compile(source, str(path), "exec")
     except SyntaxError as e:
         text = f": {e.text.strip()}" if e.text and e.text.strip() else ""
-        raise ConfigError(f"{path}:{e.lineno}: syntax error in recipe: {e.msg}{text}") from e
+        raise _located(f"{path}:{e.lineno}: syntax error in recipe: {e.msg}{text}") from e
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     namespace: dict[str, Any] = {
         "__file__": str(path),
@@ -88,17 +88,20 @@ def _exec_recipe(path: Path) -> dict[str, Any]:
     }
     try:
         exec(code, namespace)
-    except _LocatedConfigError:
-        raise
     except Exception as e:
+        if getattr(e, "names_recipe_line", False):
+            raise  # raised by a recipe this one imports: already names that file and line
         line = _last_line_in(e.__traceback__, path)
         what = str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {one_line(e)}"
-        raise _LocatedConfigError(f"{path}:{line}: {what}") from e
+        raise _located(f"{path}:{line}: {what}") from e
     return namespace
 
 
-class _LocatedConfigError(ConfigError):
-    """A ConfigError that already names its recipe file and line (not re-wrapped by importing recipes)."""
+def _located(message: str) -> ConfigError:
+    """A ConfigError that already names its recipe file and line (importing recipes pass it on as is)."""
+    error = ConfigError(message)
+    error.names_recipe_line = True
+    return error
 
 
 def _last_line_in(tb: types.TracebackType | None, path: Path) -> int | str:
@@ -126,11 +129,11 @@ def _recipe_import(name, globals=None, locals=None, fromlist=(), level=0):
     dotted = "." * level + name
     module = _load_recipe_module(target)
     if module is None:
-        raise _LocatedConfigError(f"{importer}:{_caller_line()}: relative import {dotted!r} found no recipe "
+        raise _located(f"{importer}:{_caller_line()}: relative import {dotted!r} found no recipe "
                                   f"{target}.py, {target}.yaml or folder {target}")
     for item in fromlist or ():
         if item != "*" and not hasattr(module, item):
-            raise _LocatedConfigError(f"{importer}:{_caller_line()}: cannot import name {item!r} from "
+            raise _located(f"{importer}:{_caller_line()}: cannot import name {item!r} from "
                                       f"{dotted!r} ({getattr(module, '__file__', target)})")
     return module
 

@@ -131,10 +131,15 @@ def _checked(key: str, old: Any, new: Any, raw: str) -> Any:
     else:
         ok = True  # objects (e.g. callables): any replacement is the user's call
     if not ok:
-        raise ConfigError(f"override {key}={raw.strip()}: the key holds a {type(old).__name__} "
-                          f"({one_line(repr(old), 60)}) and {new!r} is a {type(new).__name__}; give a "
-                          f"{type(old).__name__} (or null)")
+        raise ConfigError(f"override {key}={raw.strip()}: wrong type: the key holds {_a(old)} "
+                          f"({one_line(repr(old), 60)}) but {one_line(repr(new), 60)} is {_a(new)}; give "
+                          f"{_a(old)} (or null)")
     return new
+
+
+def _a(value: Any) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _closest(cfg: Any, key: str) -> str:
