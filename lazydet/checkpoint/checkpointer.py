@@ -1,0 +1,144 @@
+"""Checkpointer: full training state for `--resume`, and weights-only loading for `train.init_checkpoint`.
+
+A checkpoint file is `{"model": ..., "<name>": obj.state_dict() for each checkpointable, **extra}`.
+`save()` is collective (every rank calls it: checkpointables such as the trainer gather per-rank RNG
+states); only the main process writes. Files are written atomically and `last_checkpoint` is updated
+after the file is complete, so it only ever names a loadable file.
+"""
+import logging
+import os
+
+import torch
+
+from ..utils import comm
+from .atomic import atomic_torch_save, atomic_write_text
+from .load_report import LoadReport, load_state_into
+
+logger = logging.getLogger("lazydet")
+
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def _torch_load(path_or_file, weights_only: bool):
+    return torch.load(path_or_file, map_location="cpu", weights_only=weights_only)
+
+
+def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
+    """A model state dict from a local file (ours, detectron2-style {"model": ...} or plain), an http(s)
+    URL (torch.hub cache), or `timm://<name>` (timm pretrained weights, downloaded by timm)."""
+    if source.startswith("timm://"):
+        import timm
+
+        name = source[len("timm://"):]
+        logger.info(f"init_checkpoint: creating timm model {name!r} with pretrained weights")
+        return timm.create_model(name, pretrained=True).state_dict()
+    if source.startswith(("http://", "https://")):
+        obj = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=weights_only)
+    else:
+        from iopath.common.file_io import g_pathmgr
+
+        local = g_pathmgr.get_local_path(source)
+        if not os.path.isfile(local):
+            raise FileNotFoundError(f"train.init_checkpoint={source!r}: no such file")
+        obj = _torch_load(local, weights_only)
+    for key in ("model", "state_dict", "model_state", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
+class Checkpointer:
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, weights_only: bool = True,
+                 **checkpointables):
+        self.model = model
+        self.save_dir = save_dir
+        self.weights_only = weights_only
+        self.checkpointables = {}
+        self.last_load_report: LoadReport = None
+        for k, v in checkpointables.items():
+            self.add_checkpointable(k, v)
+
+    def add_checkpointable(self, name: str, obj) -> None:
+        """Any object with state_dict()/load_state_dict(); saved under `name` in every checkpoint."""
+        if name in ("model",) or not hasattr(obj, "state_dict"):
+            raise ValueError(f"checkpointable {name!r} must be a non-'model' name with a state_dict(): {obj!r}")
+        self.checkpointables[name] = obj
+
+    # ---- saving -------------------------------------------------------------------------------------------
+    def save(self, name: str, update_last: bool = True, **extra) -> str:
+        """Write `<save_dir>/<name>.pth` atomically and (by default) point `last_checkpoint` at it afterwards.
+        Collective: every rank calls it, the main process writes."""
+        data = {"model": self.model.state_dict()}
+        for k, obj in self.checkpointables.items():
+            data[k] = obj.state_dict()
+        data.update(extra)
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        if comm.is_main_process() and self.save_dir:
+            atomic_torch_save(data, path)
+            if update_last:
+                atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), os.path.basename(path))
+            logger.info(f"Saved checkpoint {path}")
+        return path
+
+    # ---- finding --------------------------------------------------------------------------------------------
+    def get_checkpoint_file(self):
+        """Path named by `last_checkpoint`, or None."""
+        marker = os.path.join(self.save_dir, LAST_CHECKPOINT)
+        if not os.path.isfile(marker):
+            return None
+        with open(marker) as f:
+            name = f.read().strip()
+        path = os.path.join(self.save_dir, name)
+        return path if os.path.isfile(path) else None
+
+    def has_checkpoint(self) -> bool:
+        return self.get_checkpoint_file() is not None
+
+    def get_all_checkpoint_files(self) -> list:
+        if not os.path.isdir(self.save_dir):
+            return []
+        return sorted(os.path.join(self.save_dir, f) for f in os.listdir(self.save_dir)
+                      if f.endswith(".pth") and not f.startswith("."))
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
+        """With `resume` and a `last_checkpoint`: restore everything from it (returns the file's extra
+        entries, e.g. `iteration`). Otherwise load model weights from `path` if given (returns {})."""
+        if resume and self.has_checkpoint():
+            return self.load(self.get_checkpoint_file())
+        if resume:
+            logger.info(f"--resume: no checkpoint in {self.save_dir!r}; starting from scratch")
+        if path:
+            self.load_model_weights(path)
+        return {}
+
+    def load(self, path: str, checkpointables=None) -> dict:
+        """Restore model and checkpointables (all, or the names given) from one of our checkpoint files."""
+        logger.info(f"Resuming from {path}")
+        data = _torch_load(path, self.weights_only)
+        report = load_state_into(self.model, data.pop("model"), source=path, auto_prefix=False)
+        self._log_report(report)
+        names = self.checkpointables if checkpointables is None else checkpointables
+        for k in names:
+            if k in data:
+                self.checkpointables[k].load_state_dict(data.pop(k))
+            else:
+                logger.warning(f"checkpoint {path} has no state for {k!r}; it keeps its current state")
+        return data
+
+    def load_model_weights(self, source: str) -> LoadReport:
+        """Load `train.init_checkpoint` (path, URL or timm://name) into the model, keys matched by name (with
+        automatic module prefix), shape mismatches skipped; the report is logged and kept in
+        `self.last_load_report`."""
+        state = fetch_state_dict(source, self.weights_only)
+        report = load_state_into(self.model, state, source=source, auto_prefix=True)
+        self._log_report(report)
+        return report
+
+    def _log_report(self, report: LoadReport) -> None:
+        self.last_load_report = report
+        text = report.format()
+        if report.missing or report.unexpected or report.shape_mismatched:
+            logger.warning(text)
+        else:
+            logger.info(text)

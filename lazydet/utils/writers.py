@@ -1,0 +1,197 @@
+"""Writers that read the EventStorage: console, metrics.json (JSON lines), TensorBoard, wandb.
+
+Each writer's `write()` is called by the PeriodicWriter hook every `train.log_period` iterations and at the
+end; each writes only what is new since its last call.
+"""
+import datetime
+import json
+import logging
+import netrc
+import os
+import sys
+
+from .events import get_event_storage
+from .logger import warn_once
+
+logger = logging.getLogger("lazydet")
+
+
+class EventWriter:
+    def write(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def _new_scalars(storage, window: int, last_iter: int) -> dict:
+    """iteration -> {name: value} for metrics put after `last_iter` (smoothed where hinted)."""
+    by_iter = {}
+    for k, (v, it) in storage.latest_with_smoothing_hint(window).items():
+        if it > last_iter:
+            by_iter.setdefault(it, {})[k] = v
+    return by_iter
+
+
+def stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class ConsoleWriter(EventWriter):
+    """One log line: ETA, iteration/max_iter, epoch, losses, lr, time, data_time, max memory."""
+
+    def __init__(self, max_iter: int, window_size: int = 20):
+        self.max_iter = max_iter
+        self.window = window_size
+        self._last = -1
+
+    def write(self):
+        storage = get_event_storage()
+        it = storage.iter
+        if it == self._last:
+            return
+        self._last = it
+        hist = storage.histories()
+
+        def med(name, fmt):
+            return fmt.format(hist[name].median(self.window)) if name in hist else None
+
+        parts = []
+        if "eta_seconds" in hist:
+            parts.append(f"eta: {datetime.timedelta(seconds=int(hist['eta_seconds'].latest()))}")
+        parts.append(f"iter: {it + 1}/{self.max_iter}")
+        if storage.epoch is not None:
+            parts.append(f"epoch: {storage.epoch:.2f}")
+        losses = [k for k in hist if k == "total_loss" or k.startswith("loss")]
+        losses.sort(key=lambda k: (k != "total_loss", k))
+        parts += [f"{k}: {hist[k].median(self.window):.4g}" for k in losses]
+        for name, fmt in (("grad_norm", "{:.3g}"), ("time", "{:.4f}"), ("data_time", "{:.4f}")):
+            s = med(name, fmt)
+            if s is not None:
+                parts.append(f"{name}: {s}")
+        if "lr" in hist:
+            parts.append(f"lr: {hist['lr'].latest():.3g}")
+        if "max_mem_mb" in hist:
+            parts.append(f"max_mem: {hist['max_mem_mb'].latest():.0f}M")
+        if stdout_is_tty():
+            sys.stdout.write("\r\033[K")
+        logger.info("  ".join(parts))
+
+
+class JSONWriter(EventWriter):
+    """metrics.json: one JSON object per logged iteration with `iteration` and (when known) `epoch`."""
+
+    def __init__(self, path: str, window_size: int = 20):
+        self.path = path
+        self.window = window_size
+        self._file = open(path, "a")
+        self._last = -1
+
+    def write(self):
+        storage = get_event_storage()
+        by_iter = _new_scalars(storage, self.window, self._last)
+        for it in sorted(by_iter):
+            row = {"iteration": it}
+            if storage.iters_per_epoch:
+                row["epoch"] = round((it + 1) / storage.iters_per_epoch, 4)
+            row.update(by_iter[it])
+            self._file.write(json.dumps(row, sort_keys=False) + "\n")
+        if by_iter:
+            self._last = max(by_iter)
+        self._file.flush()
+        try:
+            os.fsync(self._file.fileno())
+        except OSError:
+            pass
+
+    def close(self):
+        self._file.close()
+
+
+class TensorboardWriter(EventWriter):
+    """TensorBoard event files in the output folder (torch.utils.tensorboard)."""
+
+    def __init__(self, log_dir: str, window_size: int = 20):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.window = window_size
+        self._writer = SummaryWriter(log_dir)
+        self._last = -1
+
+    def write(self):
+        by_iter = _new_scalars(get_event_storage(), self.window, self._last)
+        for it in sorted(by_iter):
+            for k, v in by_iter[it].items():
+                self._writer.add_scalar(k, v, it)
+        if by_iter:
+            self._last = max(by_iter)
+        self._writer.flush()
+
+    def close(self):
+        self._writer.close()
+
+
+def _wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+class WandbWriter(EventWriter):
+    """Weights & Biases run; never prompts and never stops training.
+
+    With no API key and no WANDB_MODE the run is logged offline (sync later with `wandb sync <dir>`).
+    Any wandb failure (not installed, init or log error) is warned about once and the writer goes quiet.
+    """
+
+    def __init__(self, project="lazydet", name=None, entity=None, config=None, output_dir=None, window_size=20):
+        self.window = window_size
+        self._last = -1
+        self._run = None
+        try:
+            import wandb
+        except Exception as e:  # noqa: BLE001 - optional dependency
+            warn_once(logger, "wandb-import", f"wandb is not usable ({e}); train.wandb is ignored.")
+            return
+        if not os.environ.get("WANDB_MODE") and not _wandb_has_api_key():
+            os.environ["WANDB_MODE"] = "offline"
+            logger.info("wandb: no API key found (WANDB_API_KEY / ~/.netrc) and WANDB_MODE unset: logging offline; "
+                        "upload later with `wandb sync`.")
+        wandb_dir = os.environ.get("WANDB_DIR") or output_dir
+        if wandb_dir:
+            os.makedirs(wandb_dir, exist_ok=True)
+        try:
+            self._run = wandb.init(project=project, name=name, entity=entity, config=config, dir=wandb_dir,
+                                   resume="allow", reinit=True, settings=wandb.Settings(silent=True))
+            logger.info(f"wandb: run {self._run.name} in {self._run.dir} (mode {os.environ.get('WANDB_MODE', 'online')})")
+        except Exception as e:  # noqa: BLE001 - wandb must never stop training
+            warn_once(logger, "wandb-init", f"wandb.init failed ({type(e).__name__}: {e}); continuing without wandb.")
+            self._run = None
+
+    def write(self):
+        if self._run is None:
+            return
+        by_iter = _new_scalars(get_event_storage(), self.window, self._last)
+        try:
+            for it in sorted(by_iter):
+                self._run.log(by_iter[it], step=it)
+        except Exception as e:  # noqa: BLE001
+            warn_once(logger, "wandb-log", f"wandb.log failed ({type(e).__name__}: {e}); wandb logging stops here.")
+            self._run = None
+            return
+        if by_iter:
+            self._last = max(by_iter)
+
+    def close(self):
+        if self._run is not None:
+            try:
+                self._run.finish()
+            except Exception as e:  # noqa: BLE001
+                warn_once(logger, "wandb-finish", f"wandb.finish failed: {e}")
+            self._run = None

@@ -1,0 +1,68 @@
+"""Train (or evaluate) a lazydet recipe.
+
+    python -m scripts.train_net --config-file F [--num-gpus N] [--num-machines M --machine-rank R
+        --dist-url U] [--resume] [--eval-only] [key=value ...]
+
+See docs/engine.md; `--help` lists every option.
+"""
+import logging
+import sys
+
+from lazydet.config import ConfigError, LazyConfig
+from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
+from lazydet.engine.defaults import select
+from lazydet.utils import comm
+from lazydet.utils.device import resolve_device
+
+logger = logging.getLogger("lazydet")
+
+
+def load_config(args):
+    cfg = LazyConfig.load(args.config_file)
+    return LazyConfig.apply_overrides(cfg, args.opts)
+
+
+def evaluate_only(cfg, args) -> dict:
+    """--eval-only: weights from train.init_checkpoint, or the last checkpoint with --resume (EMA weights
+    when the checkpoint has them and train.ema.enabled)."""
+    from lazydet.checkpoint import Checkpointer
+    from lazydet.config import instantiate
+    from lazydet.engine import ModelEMA
+
+    device = resolve_device(select(cfg, "train.device", "cuda"), logger)
+    if device.type == "cuda":
+        import torch
+
+        device = torch.device("cuda", comm.get_local_rank())
+    model = instantiate(cfg.model).to(device)
+    ema = ModelEMA(model, select(cfg, "train.ema.decay", 0.9998)) if select(cfg, "train.ema.enabled", False) else None
+    checkpointer = Checkpointer(model, select(cfg, "train.output_dir", "./output"),
+                                **({"ema": ema} if ema is not None else {}))
+    if not args.resume and not select(cfg, "train.init_checkpoint"):
+        logger.warning("--eval-only without train.init_checkpoint or --resume: evaluating random weights")
+    checkpointer.resume_or_load(select(cfg, "train.init_checkpoint", ""), resume=args.resume)
+    return do_test(cfg, ema.module if ema is not None else model)
+
+
+def main(args):
+    cfg = load_config(args)
+    default_setup(cfg, args)
+    if args.eval_only:
+        return evaluate_only(cfg, args)
+    trainer = build_trainer(cfg, args)
+    trainer.train()
+    return trainer
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    try:
+        load_config(args)  # fail fast, before spawning processes, with the config's one-line error
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    cli()

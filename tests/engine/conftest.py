@@ -1,0 +1,7 @@
+"""Make `tests.engine.toy` importable (the toy recipe names it) whatever directory pytest starts in."""
+import os
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
