@@ -60,7 +60,7 @@ def _convert(value: Any, key: str, problems: list[str]) -> Any:
 
 def _describe(value: Any) -> str:
     qualname = getattr(value, "__qualname__", "")
-    if qualname == "<lambda>":
+    if qualname.endswith("<lambda>"):
         return "a lambda"
     if "<locals>" in qualname:
         return f"local function {qualname}"
