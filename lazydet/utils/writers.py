@@ -24,12 +24,15 @@ class EventWriter:
         pass
 
 
-def _new_scalars(storage, window: int, last_iter: int) -> dict:
-    """iteration -> {name: value} for metrics put after `last_iter` (smoothed where hinted)."""
+def _new_scalars(storage, window: int, last_written: dict) -> dict:
+    """iteration -> {name: value} for every metric put since this writer last wrote it (smoothed where
+    hinted). Tracked per metric, so values put at an already-written iteration (the final evaluation) still
+    go out."""
     by_iter = {}
     for k, (v, it) in storage.latest_with_smoothing_hint(window).items():
-        if it > last_iter:
+        if it > last_written.get(k, -1):
             by_iter.setdefault(it, {})[k] = v
+            last_written[k] = it
     return by_iter
 
 
@@ -88,19 +91,17 @@ class JSONWriter(EventWriter):
         self.path = path
         self.window = window_size
         self._file = open(path, "a")
-        self._last = -1
+        self._written = {}
 
     def write(self):
         storage = get_event_storage()
-        by_iter = _new_scalars(storage, self.window, self._last)
+        by_iter = _new_scalars(storage, self.window, self._written)
         for it in sorted(by_iter):
             row = {"iteration": it}
             if storage.iters_per_epoch:
                 row["epoch"] = round((it + 1) / storage.iters_per_epoch, 4)
             row.update(by_iter[it])
             self._file.write(json.dumps(row, sort_keys=False) + "\n")
-        if by_iter:
-            self._last = max(by_iter)
         self._file.flush()
         try:
             os.fsync(self._file.fileno())
@@ -119,15 +120,13 @@ class TensorboardWriter(EventWriter):
 
         self.window = window_size
         self._writer = SummaryWriter(log_dir)
-        self._last = -1
+        self._written = {}
 
     def write(self):
-        by_iter = _new_scalars(get_event_storage(), self.window, self._last)
+        by_iter = _new_scalars(get_event_storage(), self.window, self._written)
         for it in sorted(by_iter):
             for k, v in by_iter[it].items():
                 self._writer.add_scalar(k, v, it)
-        if by_iter:
-            self._last = max(by_iter)
         self._writer.flush()
 
     def close(self):
@@ -152,7 +151,7 @@ class WandbWriter(EventWriter):
 
     def __init__(self, project="lazydet", name=None, entity=None, config=None, output_dir=None, window_size=20):
         self.window = window_size
-        self._last = -1
+        self._written = {}
         self._run = None
         try:
             import wandb
@@ -167,8 +166,12 @@ class WandbWriter(EventWriter):
         if wandb_dir:
             os.makedirs(wandb_dir, exist_ok=True)
         try:
-            self._run = wandb.init(project=project, name=name, entity=entity, config=config, dir=wandb_dir,
-                                   resume="allow", reinit=True, settings=wandb.Settings(silent=True))
+            kwargs = dict(project=project, name=name, entity=entity, config=config, dir=wandb_dir,
+                          settings=wandb.Settings(silent=True))
+            try:
+                self._run = wandb.init(reinit="finish_previous", **kwargs)
+            except (TypeError, ValueError):  # wandb < 0.19 only knows a boolean reinit
+                self._run = wandb.init(reinit=True, **kwargs)
             logger.info(f"wandb: run {self._run.name} in {self._run.dir} (mode {os.environ.get('WANDB_MODE', 'online')})")
         except Exception as e:  # noqa: BLE001 - wandb must never stop training
             warn_once(logger, "wandb-init", f"wandb.init failed ({type(e).__name__}: {e}); continuing without wandb.")
@@ -177,7 +180,7 @@ class WandbWriter(EventWriter):
     def write(self):
         if self._run is None:
             return
-        by_iter = _new_scalars(get_event_storage(), self.window, self._last)
+        by_iter = _new_scalars(get_event_storage(), self.window, self._written)
         try:
             for it in sorted(by_iter):
                 self._run.log(by_iter[it], step=it)
@@ -185,8 +188,6 @@ class WandbWriter(EventWriter):
             warn_once(logger, "wandb-log", f"wandb.log failed ({type(e).__name__}: {e}); wandb logging stops here.")
             self._run = None
             return
-        if by_iter:
-            self._last = max(by_iter)
 
     def close(self):
         if self._run is not None:

@@ -91,3 +91,16 @@ class ToyEvaluator:
             return {}
         total, n = map(sum, zip(*parts))
         return {"toy/mse": total / max(n, 1), "toy/neg_mse": -total / max(n, 1)}
+
+
+def make_trainer(max_iter: int = 10, lr: float = 0.01, total_batch_size: int = 8, dropout: float = 0.0,
+                 seed: int = 0, **trainer_kwargs):
+    """A Trainer over the toy task without any config (hooks are added by the caller)."""
+    from lazydet.engine import Trainer
+    from lazydet.solver import get_default_optimizer_params
+
+    torch.manual_seed(seed)
+    model = ToyRegressor(dropout=dropout)
+    optimizer = torch.optim.AdamW(get_default_optimizer_params(model, base_lr=lr, weight_decay=0.01), lr=lr)
+    loader = ToyLoader(total_batch_size=total_batch_size)
+    return Trainer(model, loader, optimizer, max_iter=max_iter, device="cpu", **trainer_kwargs)
