@@ -9,14 +9,15 @@ all-reduce of a flag, MAX), every rank stops at the same iteration, rank 0 write
 Signals:
 - SIGUSR1 (sbatch `--signal=USR1@N`, the warning before the time limit, or `scancel --signal=USR1`) and
   SIGUSR2 (submitit's warning signal): checkpoint, stop, then rank 0 runs `scontrol requeue $SLURM_JOB_ID`
-  once every rank is done, so SLURM starts the same batch script again (SLURM_RESTART_COUNT=1) and
-  `--resume` continues from `last_checkpoint`.
+  when it exits (every rank has finished training by then), so SLURM starts the same batch script again
+  (SLURM_RESTART_COUNT=1) and `--resume` continues from `last_checkpoint`.
 - SIGTERM (preemption by the scheduler, `scancel`, or the time limit without a warning): checkpoint and
   stop, but do not requeue: a preempting scheduler requeues by itself (PreemptMode=REQUEUE) and a user's
   `scancel` means stop.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ class PreemptionHook(HookBase):
         self.received = NONE  # the strongest action asked for by a signal on this rank
         self.received_signal = None
         self.preempted_action = NONE  # what all ranks agreed on, once training was stopped for it
+        self.requeue_pending = False
         self._previous = {}
         self.install()
 
@@ -104,7 +106,18 @@ class PreemptionHook(HookBase):
         # that is still closing its files.
         comm.synchronize()
         if self.preempted_action == REQUEUE and self.requeue and comm.is_main_process():
-            requeue_slurm_job()
+            # The requeue ends this run (SIGTERM, then SIGKILL after the site's KillWait): do it as the very
+            # last thing rank 0 does, after every other hook and train_net have finished writing.
+            self.requeue_pending = True
+            atexit.register(self.requeue_now)
+            logger.warning("Preemption: the job will be requeued when this process exits")
+
+    def requeue_now(self) -> bool:
+        """Run the pending `scontrol requeue` (once); normally called at interpreter exit."""
+        if not self.requeue_pending:
+            return False
+        self.requeue_pending = False
+        return requeue_slurm_job()
 
 
 def _agree_max(value: int) -> int:

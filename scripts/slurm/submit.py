@@ -132,7 +132,13 @@ def main(argv=None) -> int:
         print(f"submit: --config-file {args.config_file!r}: no such file", file=sys.stderr)
         return 2
     overrides = list(args.overrides) + (["train.device=cpu"] if args.cpu else [])
-    output_dir = output_dir_of(str(REPO_ROOT / config_file), overrides)
+    from lazydet.config import ConfigError
+
+    try:
+        output_dir = output_dir_of(str(REPO_ROOT / config_file), overrides)
+    except ConfigError as e:
+        print(f"submit: {e}", file=sys.stderr)
+        return 2
     log_dir = Path(args.log_dir or os.path.join(output_dir, "submitit")).absolute()
     params = slurm_parameters(args)
     job = TrainJob(["--config-file", config_file, "--resume", *overrides], str(REPO_ROOT),

@@ -75,6 +75,8 @@ def test_usr1_checkpoints_stops_requeues_and_resume_matches_uninterrupted_run(tm
     assert trainer.stop_reason == "preempted"
     assert trainer.iter == 4
     assert (out / "last_checkpoint").read_text().strip() == "model_0000004.pth"
+    assert hook.requeue_pending and read_calls(fake_scontrol) == []  # requeued at exit, after every hook
+    assert hook.requeue_now() and not hook.requeue_now()
     assert read_calls(fake_scontrol) == ["requeue 4242"]
 
     resumed = make_trainer(out, max_iter=10)
@@ -96,7 +98,7 @@ def test_sigterm_checkpoints_and_stops_without_requeue(tmp_path, fake_scontrol):
         hook.uninstall()
     assert trainer.stop_reason == "preempted" and trainer.iter == 2
     assert (tmp_path / "model_0000002.pth").is_file()
-    assert read_calls(fake_scontrol) == []
+    assert not hook.requeue_pending and read_calls(fake_scontrol) == []
 
 
 def test_signal_in_last_step_lets_training_finish(tmp_path, fake_scontrol):
@@ -178,4 +180,4 @@ def test_two_ranks_agree_when_only_one_was_signalled(tmp_path, fake_scontrol):
     results = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert results == ["3 preempted", "3 preempted"]  # rank 0 stopped too, at the same iteration
     assert (tmp_path / "out" / "last_checkpoint").read_text().strip() == "model_0000003.pth"
-    assert read_calls(fake_scontrol) == ["requeue 77"]  # exactly once, from rank 0
+    assert read_calls(fake_scontrol) == ["requeue 77"]  # exactly once, from rank 0, at its exit

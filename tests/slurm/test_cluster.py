@@ -1,0 +1,114 @@
+"""End to end on a real local SLURM cluster: sbatch training with 2 CPU ranks (gloo), preemption with
+requeue and resume, submission through submitit. ~2-3 minutes on 2 cores."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, job_info, sbatch, wait_for_job, wait_until
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+RECIPE = "tests/slurm/toy_recipe.py"
+# 2 CPU tasks on the 2-core node; cluster-specific #SBATCH lines of train.sbatch overridden for CPU.
+CPU_JOB = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=10"]
+
+
+def read_metrics(out_dir):
+    return [json.loads(line) for line in (out_dir / "metrics.json").read_text().splitlines() if line.strip()]
+
+
+def test_train_sbatch_two_cpu_ranks_runs_to_the_end_with_collective_eval(slurm_env, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
+    job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
+                 f"train.output_dir={out}", "train.max_iter=30", "train.eval_period=15")
+    info = wait_for_job(env, job, timeout=180, log=log)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED", text[-3000:]
+    assert f"job {job} restart 0: 2 tasks" in text
+    # both ranks took part: each wrote its own log, with its rank from SLURM_PROCID
+    assert "Rank 0 of 2" in (out / "log.txt").read_text()
+    assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
+    assert (out / "model_final.pth").is_file()
+    metrics = read_metrics(out)
+    assert max(m["iteration"] for m in metrics) == 29
+    # evaluation ran on both ranks (mid-run at iteration 14 and at the end): all 10 test images were seen,
+    # split over 2 ranks. A rank-0-only evaluation would report 5 images from 1 rank, or hang.
+    evals = [m for m in metrics if "toy/images_seen" in m]
+    assert [m["iteration"] for m in evals] == [14, 29]
+    assert all(m["toy/images_seen"] == 10 and m["toy/ranks_contributing"] == 2 for m in evals)
+
+
+def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm_env, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
+    period, max_iter = 10, 50
+    job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
+                 f"train.output_dir={out}", f"train.max_iter={max_iter}", f"train.checkpointer.period={period}",
+                 "train.eval_period=0", "dataloader.train.step_sleep=0.25")
+
+    def past_iteration(n):
+        return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))
+
+    wait_until(lambda: past_iteration(14), 120, "the job to pass iteration 14")
+    subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True, timeout=30)
+    info = wait_for_job(env, job, timeout=240, log=log)
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED", text[-3000:]
+    assert info["Restarts"] == "1"
+    assert f"job {job} restart 0:" in text and f"job {job} restart 1:" in text  # SLURM_RESTART_COUNT=1
+    assert "Preemption: got SIGUSR1" in text and f"scontrol requeue {job}" in text
+
+    rank0_log = (out / "log.txt").read_text()
+    stopped = [int(x) for x in re.findall(r"Training stopped at iteration (\d+): preempted", rank0_log)]
+    starts = [int(x) for x in re.findall(r"Starting training from iteration (\d+)", rank0_log)]
+    assert len(stopped) == 1 and starts[0] == 0 and len(starts) == 2
+    stop_iter, resume_iter = stopped[0], starts[1]
+    assert 14 <= stop_iter < max_iter - 1
+    assert (out / f"model_{stop_iter:07d}.pth").is_file()  # the checkpoint written at the signal
+    assert f"Resuming from {out}/model_{stop_iter:07d}.pth" in rank0_log
+    redone = (stop_iter + 1) - resume_iter  # iterations trained twice
+    assert 0 <= redone <= period
+    assert (out / "model_final.pth").is_file()
+    iterations = [m["iteration"] for m in read_metrics(out)]
+    assert max(iterations) == max_iter - 1  # the same final iteration as an uninterrupted run
+    assert (out / "log.txt.rank1").read_text().count("Rank 1 of 2") == 2  # rank 1 took part in both runs
+
+
+def test_submit_dry_run_prints_the_sbatch_script(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--nodes", "2",
+         "--gpus-per-node", "4", "--partition", "P", "--time", "3-00:00:00", "--dry-run",
+         f"train.output_dir={tmp_path}", "train.max_iter=5"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    script = out.stdout
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=P", "#SBATCH --time=4320", "#SBATCH --requeue", "#SBATCH --signal=USR2@180"):
+        assert line in script.splitlines(), line
+    assert f"--config-file {RECIPE} --resume train.output_dir={tmp_path} train.max_iter=5" in script
+    bad = subprocess.run([sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--dry-run",
+                          "train.max_itre=5"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode != 0 and "max_itre" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_submitit_job_completes(slurm_env, tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--cpu", "--gpus-per-node", "0",
+         "--ntasks-per-node", "2", "--cpus-per-task", "1", "--time", "10", f"train.output_dir={out}",
+         "train.max_iter=20", "train.eval_period=10"],
+        capture_output=True, text=True, cwd=REPO, env=slurm_env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    job = re.search(r"submitted job (\d+)", res.stdout).group(1)
+    stdout_log = re.search(r"log \(rank 0\): (\S+)", res.stdout).group(1)
+    info = wait_for_job(slurm_env, job, timeout=180, log=stdout_log)
+    assert info["JobState"] == "COMPLETED", job_info(slurm_env, job)
+    assert (out / "model_final.pth").is_file()
+    assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
+    assert max(m["iteration"] for m in read_metrics(out)) == 19
+    logs = sorted(p.name for p in (out / "submitit" / job).glob(f"{job}_*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]
