@@ -23,7 +23,8 @@ PARTIAL = "_partial_"  # true: build functools.partial(target, ...) instead of c
 RESERVED_KEYS = (TARGET, ARGS, PARTIAL)
 CONFIG_FLAGS = {"allow_objects": True}
 
-_NAMED_CALLABLES = (type, types.FunctionType, types.BuiltinFunctionType)
+_METHODS = (types.MethodType, types.BuiltinMethodType)
+_NAMED_CALLABLES = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
 
 
 def locate(path: str) -> Any:
@@ -58,13 +59,18 @@ def locate(path: str) -> Any:
 def import_path(obj: Any) -> str | None:
     """The "module.qualname" path that imports back to this very object, else None."""
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module is None and isinstance(getattr(obj, "__self__", None), type):
+        module = obj.__self__.__module__  # C class methods (dict.fromkeys) have no __module__ of their own
     if not isinstance(module, str) or not isinstance(qualname, str) or module == "__main__" or "<" in qualname:
         return None  # lambdas and local functions have "<lambda>" / "<locals>" in their qualname
     path = f"{module}.{qualname}"
     try:
-        return path if locate(path) is obj else None
+        found = locate(path)
     except ConfigError:
         return None
+    # bound class methods (Backbone.from_config, dict.fromkeys) are new objects on every access: compare them
+    same = found is obj or (isinstance(obj, _METHODS) and isinstance(found, _METHODS) and found == obj)
+    return path if same else None
 
 
 def encode_value(value: Any) -> Any:

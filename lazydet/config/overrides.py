@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError, one_line
-from .lazy import CONFIG_FLAGS
+from .lazy import CONFIG_FLAGS, PARTIAL, TARGET, locate
 
 _YAML_WORDS = {"true": True, "false": False, "null": None, "none": None}
 _MISSING = object()
@@ -56,9 +56,35 @@ def _apply_one(cfg: DictConfig, override: str) -> None:
         _set(parent, last, value, key)
         return
     if mode == "+":
-        raise ConfigError(f"cannot add {key!r}: it already exists (value {one_line(repr(old), 60)}); "
+        raise ConfigError(f"cannot add {key!r}: it already exists (value {one_line(repr(_plain(old)), 60)}); "
                           f"drop the '+' to override it")
-    _set(parent, last, _checked(key, old, value, raw), key)
+    if last == TARGET or _is_callable_reference(old):
+        value = _checked_target(key, old, value, raw)
+    else:
+        value = _checked(key, old, value, raw)
+    _set(parent, last, value, key)
+
+
+def _is_callable_reference(old: Any) -> bool:
+    """A callable passed as an argument: {_target_: path, _partial_: true} with nothing bound."""
+    return isinstance(old, DictConfig) and not old._is_none() and set(old.keys()) == {TARGET, PARTIAL}
+
+
+def _checked_target(key: str, old: Any, new: Any, raw: str) -> Any:
+    """`x._target_=pkg.mod.Name` or `model.act=torch.nn.ReLU`: the new import path must import now."""
+    if not isinstance(new, str):
+        if new is None and last_part(key) != TARGET:
+            return None
+        raise ConfigError(f"override {key}={raw.strip()}: expected an import path like 'package.module.Name'")
+    try:
+        locate(new)
+    except ConfigError as e:
+        raise ConfigError(f"override {key}={raw.strip()}: {e}") from e
+    return new if last_part(key) == TARGET else {TARGET: new, PARTIAL: True}
+
+
+def last_part(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def _walk(cfg: Any, parts: list[str], key: str, create: bool) -> Any:

@@ -14,6 +14,10 @@ class Pair:
     def __init__(self, left, right=None):
         self.left, self.right = left, right
 
+    @classmethod
+    def mirrored(cls, value):
+        return cls(value, value)
+
 
 def make_pair(left, right=None):
     return Pair(left, right)
@@ -150,3 +154,14 @@ def test_error_missing_value_names_key():
     cfg = OmegaConf.create({"model": L(Pair)(left="???")}, flags={"allow_objects": True})
     with pytest.raises(ConfigError, match=r"model\.left: MissingMandatoryValue"):
         instantiate(cfg.model)
+
+
+def test_class_method_targets_are_stored_as_paths():
+    cfg = L(Pair.mirrored)(value=3)
+    assert cfg._target_ == f"{__name__}.Pair.mirrored"
+    pair = instantiate(cfg)
+    assert pair.left == pair.right == 3
+    built_in = L(dict.fromkeys)(["a", "b"])
+    assert built_in._target_ == "builtins.dict.fromkeys" and instantiate(built_in) == {"a": None, "b": None}
+    bound = L(Pair(1).__init__)  # bound to an instance: no import path, kept as the object
+    assert not isinstance(bound(left=2)._target_, str)

@@ -120,3 +120,17 @@ def test_override_targets_and_dicts():
     cfg = base_config()
     LazyConfig.apply_overrides(cfg, ["optimizer._target_=collections.OrderedDict", "train.amp={'enabled': True}"])
     assert type(instantiate(cfg.optimizer)).__name__ == "OrderedDict" and cfg.train.amp.enabled is True
+
+
+def test_override_callable_arguments_and_targets_are_checked():
+    import torch
+
+    cfg = OmegaConf.create({"model": L(dict)(act=torch.nn.GELU, depth=2)}, flags={"allow_objects": True})
+    LazyConfig.apply_overrides(cfg, ["model.act=torch.nn.ReLU"])
+    assert instantiate(cfg.model)["act"] is torch.nn.ReLU
+    with pytest.raises(ConfigError, match=r"override model\.act=torch\.nn\.Relu: cannot import 'torch\.nn\.Relu'"):
+        LazyConfig.apply_overrides(cfg, ["model.act=torch.nn.Relu"])
+    with pytest.raises(ConfigError, match=r"override model\._target_=collections\.OrderDict: cannot import"):
+        LazyConfig.apply_overrides(cfg, ["model._target_=collections.OrderDict"])
+    with pytest.raises(ConfigError, match=r"override model\._target_=3: expected an import path"):
+        LazyConfig.apply_overrides(cfg, ["model._target_=3"])
