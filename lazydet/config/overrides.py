@@ -108,7 +108,7 @@ def _walk(cfg: Any, parts: list[str], key: str, create: bool) -> Any:
 def _get(node: Any, part: str) -> Any:
     """The child node (containers) or raw value (leaves, interpolations unresolved) at part, or _MISSING."""
     if isinstance(node, DictConfig):
-        if part not in node:
+        if node._is_none() or part not in node.keys():  # `in node` would hide keys whose value is ???
             return _MISSING
         child = node._get_node(part)
     elif isinstance(node, ListConfig):
@@ -117,6 +117,8 @@ def _get(node: Any, part: str) -> Any:
         child = node._get_node(int(part))
     else:
         return _MISSING
+    if child._is_missing() and not isinstance(child, (DictConfig, ListConfig)):
+        return None  # a mandatory value still to be given (???) accepts any value
     return child if isinstance(child, (DictConfig, ListConfig)) else child._value()
 
 

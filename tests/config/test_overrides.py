@@ -12,7 +12,8 @@ def base_config():
                                               drop_path_rate=0.1, pretrained=True)},
                   "pixel_mean": [123.675, 116.28, 103.53], "num_classes": 80},
         "train": {"max_iter": 90000, "lr": 1e-4, "output_dir": "./output", "amp": {"enabled": False},
-                  "init_checkpoint": None, "log_dir": "${.output_dir}/logs", "milestones": [1, 2]},
+                  "init_checkpoint": None, "log_dir": "${.output_dir}/logs", "milestones": [1, 2],
+                  "dataset_root": "???"},
         "optimizer": L(dict)(lr=1e-4, weight_decay=0.05),
     }, flags={"allow_objects": True})
 
@@ -53,6 +54,8 @@ def test_numbers_none_and_strings():
     assert isinstance(cfg.model.backbone.net.drop_path_rate, float)
     assert cfg.train.max_iter is None
     assert cfg.train.output_dir == "2024"  # a string field keeps what was typed
+    LazyConfig.apply_overrides(cfg, ["train.dataset_root=3"])  # a mandatory ??? value takes anything
+    assert cfg.train.dataset_root == 3
 
 
 def test_list_values_and_items():
