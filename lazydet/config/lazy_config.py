@@ -75,11 +75,14 @@ class LazyConfig:
 
 
 def configs_root() -> Path:
-    """The shared recipe folder: $LAZYDET_CONFIGS, else configs/ next to the lazydet package."""
+    """The shared recipe folder: $LAZYDET_CONFIGS, else configs/ next to the lazydet package (else ./configs)."""
     env = os.environ.get(CONFIGS_ENV)
     if env:
         return Path(env).expanduser().absolute()
-    return Path(__file__).resolve().parents[2] / "configs"
+    beside_package = Path(__file__).resolve().parents[2] / "configs"
+    if not beside_package.is_dir() and (Path.cwd() / "configs").is_dir():
+        return Path.cwd() / "configs"  # lazydet installed as a wheel: use the checkout we run from
+    return beside_package
 
 
 def get_config(config_path: str) -> DictConfig:

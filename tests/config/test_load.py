@@ -23,6 +23,22 @@ def test_load_recipe_with_parent_relative_imports(tree):
     assert cfg.lr_multiplier.scheduler.milestones == [11]
 
 
+def test_parent_relative_import_of_common(tree):
+    write_tree(tree, {"configs/COCO/r.py": """
+        from ..common.train import train
+        from ..common.optim import AdamW as optimizer
+        train.max_iter = 12
+    """})
+    cfg = LazyConfig.load(tree / "configs/COCO/r.py")
+    assert cfg.train.max_iter == 12 and cfg.train.amp.dtype == "bf16" and cfg.optimizer.weight_decay == 0.1
+
+
+def test_star_import(tmp_path):
+    write_tree(tmp_path, {"base.py": "a = dict(x=1)\nb = [1]\n", "top.py": "from .base import *\na.x = 2\n"})
+    cfg = LazyConfig.load(tmp_path / "top.py")
+    assert cfg.a.x == 2 and list(cfg.b) == [1]
+
+
 def test_imports_run_each_file_afresh(tree):
     """A recipe that edits what it imported must not change what other recipes (or later loads) see."""
     cfg = LazyConfig.load(tree / "projects/demo/configs/recipe.py")
