@@ -74,7 +74,7 @@ class DINO(nn.Module):
 
         self.tgt_embed = nn.Embedding(num_queries, embed_dim)  # learned content of the matching queries
         self.label_enc = nn.Embedding(num_classes, embed_dim)  # content of the denoising queries
-        nn.init.normal_(self.tgt_embed.weight)
+        nn.init.xavier_uniform_(self.tgt_embed.weight)
         # One class and one box head per decoder layer, plus one for the encoder proposals (last).
         class_head = nn.Linear(embed_dim, num_classes)
         nn.init.constant_(class_head.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01

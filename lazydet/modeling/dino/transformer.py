@@ -117,7 +117,9 @@ class DINOTransformerDecoder(nn.Module):
         hidden_states, boxes = [], []
         for layer, box_head in zip(self.layers, box_heads):
             reference_input = reference[:, :, None] * valid_ratios_4d  # [B, T, L, 4]
-            query_pos = self.ref_point_head(get_sine_pos_embed(reference_input[:, :, 0], self.embed_dim // 2))
+            # detrex embeds reference_input[:, :, 0] (scaled by level 0's valid ratio), which makes a query's
+            # position depend on how much the batch is padded; the unpadded box keeps the model padding-invariant.
+            query_pos = self.ref_point_head(get_sine_pos_embed(reference, self.embed_dim // 2))
             tgt = layer(tgt, query_pos, reference_input, memory, spatial_shapes, memory_valid, attn_mask)
             hidden = self.norm(tgt)
             delta = box_head(hidden)
@@ -148,6 +150,16 @@ class DINOTransformer(nn.Module):
         self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, self.embed_dim))
         self.enc_output = nn.Linear(self.embed_dim, self.embed_dim)  # memory -> proposal features
         self.enc_output_norm = nn.LayerNorm(self.embed_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """As detrex: Xavier for every matrix, Deformable DETR's init for the deformable attentions."""
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.reset_parameters()
         nn.init.normal_(self.level_embeds)
 
     @staticmethod
