@@ -42,7 +42,9 @@ def unsavable_keys(cfg: Any) -> list[str]:
 
 def _convert(value: Any, key: str, problems: list[str]) -> Any:
     if isinstance(value, _SCALARS):
-        return value
+        return value if type(value) in _SCALARS else _base_scalar(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return _convert(value.item(), key, problems)  # numpy scalars from recipe arithmetic
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -56,6 +58,14 @@ def _convert(value: Any, key: str, problems: list[str]) -> Any:
         return _convert(encoded, key, problems)
     problems.append(f"{key or '<root>'}: {_describe(value)}")
     return f"<unsavable {type(value).__name__}>"
+
+
+def _base_scalar(value: Any) -> Any:
+    """A str/int/float subclass (an IntEnum, numpy.float64) as the plain type YAML writes."""
+    for base in (bool, int, float, str):
+        if isinstance(value, base):
+            return base(value)
+    return value
 
 
 def _describe(value: Any) -> str:

@@ -148,3 +148,13 @@ def test_lazy_call_target_defined_in_recipe_is_reported(tmp_path):
     assert instantiate(cfg.model) == 1
     with pytest.raises(ConfigError, match=r"model\._target_: build defined inside a recipe file"):
         LazyConfig.save(cfg, tmp_path / "config.yaml")
+
+
+def test_numpy_scalars_are_written_as_numbers(tmp_path):
+    import numpy as np
+
+    cfg = OmegaConf.create({"a": np.float64(0.5), "b": np.int64(3), "c": np.arange(2)}, flags={"allow_objects": True})
+    assert LazyConfig.unsavable_keys(cfg) == ["c: ndarray object array([0, 1])"]
+    del cfg["c"]
+    LazyConfig.save(cfg, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"a": 0.5, "b": 3}
