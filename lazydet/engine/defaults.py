@@ -1,6 +1,7 @@
 """What scripts/train_net.py does, as reusable functions: argument parser, setup (output folder, logs,
 config dumps, seed), lengths in epochs, building the trainer with its hooks and writers, evaluation."""
 import argparse
+import inspect
 import logging
 import math
 import os
@@ -119,9 +120,14 @@ def create_ddp_model(model, cfg):
     if comm.get_world_size() == 1:
         return model
     device_ids = [comm.get_local_rank()] if next(model.parameters()).is_cuda else None
+    sync_buffers = bool(select(cfg, "train.ddp.broadcast_buffers", False))
+    ddp_params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    # newer torch renamed broadcast_buffers (same meaning for the per-forward sync that we configure)
+    buffers_kw = {"forward_sync_buffers": sync_buffers} if "forward_sync_buffers" in ddp_params \
+        else {"broadcast_buffers": sync_buffers}
     ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, broadcast_buffers=bool(select(cfg, "train.ddp.broadcast_buffers", False)),
-        find_unused_parameters=bool(select(cfg, "train.ddp.find_unused_parameters", False)))
+        model, device_ids=device_ids, find_unused_parameters=bool(select(cfg, "train.ddp.find_unused_parameters", False)),
+        **buffers_kw)
     if select(cfg, "train.ddp.fp16_compression", False):
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
@@ -181,12 +187,13 @@ def do_test(cfg, model) -> dict:
         ev_cfg.output_dir = select(cfg, "train.output_dir")
     results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(ev_cfg))
     if comm.is_main_process() and results:
-        try:
+        if any(k.startswith("bbox/") for k in results):
             from ..evaluation import format_results_table
 
             logger.info("Evaluation results:\n" + format_results_table(results))
-        except Exception:  # noqa: BLE001 - printing only
-            logger.info(f"Evaluation results: {results}")
+        else:
+            logger.info("Evaluation results: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                           for k, v in results.items()))
     return results
 
 
