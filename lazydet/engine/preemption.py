@@ -51,7 +51,6 @@ class PreemptionHook(HookBase):
         self.received = NONE  # the strongest action asked for by a signal on this rank
         self.received_signal = None
         self.preempted_action = NONE  # what all ranks agreed on, once training was stopped for it
-        self.requeue_pending = False
         self._previous = {}
         self.install()
 
@@ -108,16 +107,37 @@ class PreemptionHook(HookBase):
         if self.preempted_action == REQUEUE and self.requeue and comm.is_main_process():
             # The requeue ends this run (SIGTERM, then SIGKILL after the site's KillWait): do it as the very
             # last thing rank 0 does, after every other hook and train_net have finished writing.
-            self.requeue_pending = True
-            atexit.register(self.requeue_now)
+            _schedule_requeue()
             logger.warning("Preemption: the job will be requeued when this process exits")
 
+    @property
+    def requeue_pending(self) -> bool:
+        return _requeue_pending
+
     def requeue_now(self) -> bool:
-        """Run the pending `scontrol requeue` (once); normally called at interpreter exit."""
-        if not self.requeue_pending:
-            return False
-        self.requeue_pending = False
-        return requeue_slurm_job()
+        return run_pending_requeue()
+
+
+_requeue_pending = False
+_atexit_registered = False
+
+
+def _schedule_requeue() -> None:
+    global _requeue_pending, _atexit_registered
+    _requeue_pending = True
+    if not _atexit_registered:
+        atexit.register(run_pending_requeue)
+        _atexit_registered = True
+
+
+def run_pending_requeue() -> bool:
+    """Run the `scontrol requeue` a preempted training asked for (once); True when one ran and succeeded.
+    Called at interpreter exit; wrappers (submit.py) call it earlier to leave without reporting success."""
+    global _requeue_pending
+    if not _requeue_pending:
+        return False
+    _requeue_pending = False
+    return requeue_slurm_job()
 
 
 def _agree_max(value: int) -> int:

@@ -82,6 +82,12 @@ class TrainJob:
         except SystemExit as e:  # argparse / explicit exits: a non-zero code is a failure
             if e.code not in (0, None):
                 raise RuntimeError(f"scripts.train_net exited with {e.code}") from None
+        from lazydet.engine.preemption import run_pending_requeue
+
+        if run_pending_requeue():
+            # Preempted and requeued: leave without a result file (as submitit's own requeue does), so
+            # `job.result()` waits for the run that finishes the training.
+            sys.exit(-1)
 
     def checkpoint(self):
         """submitit's own signal handler (active outside the training loop) requeues the same call: it

@@ -95,20 +95,34 @@ def test_submit_dry_run_prints_the_sbatch_script(tmp_path):
     assert bad.returncode != 0 and "max_itre" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_submitit_job_completes(slurm_env, tmp_path):
-    out = tmp_path / "run"
+def test_submitit_job_survives_preemption_and_completes(slurm_env, tmp_path):
+    """submit.py through submitit's SlurmExecutor; submitit's warning signal (USR2) mid-run checkpoints and
+    requeues through lazydet's hook, and the requeued job finishes the training."""
+    out, max_iter = tmp_path / "run", 40
     res = subprocess.run(
         [sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--cpu", "--gpus-per-node", "0",
          "--ntasks-per-node", "2", "--cpus-per-task", "1", "--time", "10", f"train.output_dir={out}",
-         "train.max_iter=20", "train.eval_period=10"],
+         f"train.max_iter={max_iter}", "train.eval_period=0", "dataloader.train.step_sleep=0.2"],
         capture_output=True, text=True, cwd=REPO, env=slurm_env, timeout=120)
     assert res.returncode == 0, res.stderr
     job = re.search(r"submitted job (\d+)", res.stdout).group(1)
     stdout_log = re.search(r"log \(rank 0\): (\S+)", res.stdout).group(1)
-    info = wait_for_job(slurm_env, job, timeout=180, log=stdout_log)
+
+    def past_iteration(n):
+        return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))
+
+    wait_until(lambda: past_iteration(9), 120, "the submitit job to pass iteration 9")
+    subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True, timeout=30)
+    info = wait_for_job(slurm_env, job, timeout=240, log=stdout_log)
     assert info["JobState"] == "COMPLETED", job_info(slurm_env, job)
+    assert info["Restarts"] == "1"
+    rank0_log = (out / "log.txt").read_text()
+    assert "Preemption: got SIGUSR2" in rank0_log and "Training stopped at iteration" in rank0_log
     assert (out / "model_final.pth").is_file()
-    assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
-    assert max(m["iteration"] for m in read_metrics(out)) == 19
+    assert (out / "log.txt.rank1").read_text().count("Rank 1 of 2") == 2  # rank 1 ran in both runs
+    assert max(m["iteration"] for m in read_metrics(out)) == max_iter - 1
     logs = sorted(p.name for p in (out / "submitit" / job).glob(f"{job}_*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]
+    import submitit
+
+    assert submitit.SlurmJob(folder=out / "submitit" / "%j", job_id=job, tasks=(0, 1)).results() == [None, None]
