@@ -44,16 +44,21 @@ class HungarianMatcher(nn.Module):
                 targets: List[dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """[B, Q, K] logits and [B, Q, 4] boxes -> per image (query indices, target indices), int64 on CPU,
         sorted by query index."""
+        batch, num_queries = pred_logits.shape[:2]
+        sizes = [len(t["labels"]) for t in targets]
+        empty = torch.empty(0, dtype=torch.int64)
+        if sum(sizes) == 0:
+            return [(empty, empty) for _ in targets]
+        # One cost matrix against every target of the batch, one device->host copy, then per image.
+        labels = torch.cat([t["labels"] for t in targets]).to(pred_logits.device)
+        boxes = torch.cat([t["boxes"] for t in targets]).to(pred_boxes.device)
+        cost = self.cost_matrix(pred_logits.flatten(0, 1), pred_boxes.flatten(0, 1), labels, boxes)
+        cost = cost.view(batch, num_queries, -1).cpu()
+        if not torch.isfinite(cost).all():
+            raise FloatingPointError("HungarianMatcher: the cost matrix has NaN/inf entries (the predictions "
+                                     "diverged); lower the lr or enable gradient clipping")
         matches = []
-        for logits, boxes, target in zip(pred_logits, pred_boxes, targets):
-            if len(target["labels"]) == 0:
-                empty = torch.empty(0, dtype=torch.int64)
-                matches.append((empty, empty))
-                continue
-            cost = self.cost_matrix(logits, boxes, target["labels"], target["boxes"]).cpu()
-            if not torch.isfinite(cost).all():
-                raise FloatingPointError("HungarianMatcher: the cost matrix has NaN/inf entries (the predictions "
-                                         "diverged); lower the lr or enable gradient clipping")
-            rows, cols = linear_sum_assignment(cost.numpy())
+        for b, image_cost in enumerate(cost.split(sizes, dim=-1)):
+            rows, cols = linear_sum_assignment(image_cost[b].numpy())
             matches.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return matches
