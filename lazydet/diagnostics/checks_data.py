@@ -129,6 +129,20 @@ class DataSample:
         return out
 
 
+@torch.no_grad()
+def non_finite_samples(batch) -> list:
+    """Image ids of the samples whose target boxes or (float) image hold a NaN/inf."""
+    out = []
+    images = batch.get("images") if isinstance(batch, dict) else None
+    for i, t in enumerate(batch.get("targets", []) if isinstance(batch, dict) else []):
+        bad = not bool(torch.isfinite(t["boxes"]).all())
+        if images is not None and images.is_floating_point():
+            bad |= not bool(torch.isfinite(images[i]).all())
+        if bad:
+            out.append(t.get("image_id"))
+    return out
+
+
 class InputStatsRecorder:
     """A forward pre-hook on the backbone that records what it really receives: `backbone(images, mask)`."""
 

@@ -42,13 +42,16 @@ def non_finite_terms(loss_dict: Mapping[str, object]) -> list[str]:
     return bad
 
 
-def check_non_finite_loss(loss_dict: Mapping[str, object], iteration=None, image_ids=()) -> Finding | None:
+def check_non_finite_loss(loss_dict: Mapping[str, object], iteration=None, image_ids=(),
+                          note: str | None = None) -> Finding | None:
+    """Names the NaN/inf loss terms; `note` (default: the batch's image ids) says where to look."""
     bad = non_finite_terms(loss_dict)
     if not bad:
         return None
     vals = ", ".join(f"{k}={float(loss_dict[k]):.4g}" for k in bad)
-    return Finding("non_finite_loss", "error", f"non-finite loss terms: {vals}; batch image ids: "
-                   f"{list(image_ids)}", iteration, {"terms": bad, "image_ids": list(image_ids)})
+    note = note or f"batch image ids: {list(image_ids)}"
+    return Finding("non_finite_loss", "error", f"non-finite loss terms: {vals}; {note}", iteration,
+                   {"terms": bad, "image_ids": list(image_ids)})
 
 
 def check_divergence(series: Series, *, window: int = 20, ratio: float = 2.0,

@@ -1,7 +1,7 @@
 """Early stopping on a validation metric (patience in evaluations, min delta); the reason is recorded."""
 from __future__ import annotations
 
-from lazydet.engine.trainer import HookBase, StopTraining
+from lazydet.engine import HookBase, StopTraining
 
 from .findings import DoctorReport, Finding
 

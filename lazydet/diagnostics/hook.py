@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 
-from lazydet.engine.trainer import HookBase, StopTraining
+from lazydet.engine import HookBase, StopTraining
 
 from . import checks_loss as L
-from .checks_data import DataSample, InputStatsRecorder
+from .checks_data import DataSample, InputStatsRecorder, non_finite_samples
 from .checks_params import (GradPresence, ParamFingerprint, UpdateRatioProbe, check_optimizer_coverage,
                             check_unexpected_frozen, check_update_ratios, grad_health, group_names,
                             param_group_index)
@@ -57,6 +58,7 @@ class DoctorHook(HookBase):
         self._probing = False
         self._fp16_overflows = 0
         self._data_done = False
+        self._last_observed = None
         self._grad_done = False
         self._change_done = False
 
@@ -93,7 +95,7 @@ class DoctorHook(HookBase):
         if math.isfinite(gnorm):
             self.grad_series.append((it, gnorm))
         if not self._data_done and getattr(t, "last_batch", None) is not None:
-            self.data.observe_batch(t.last_batch, model, inputs_from_hook=self._input_recorder is not None)
+            self._observe(t.last_batch, model)
         if not self._grad_done:
             self._grad_presence.observe(model)
         if bad_terms or bad_params:
@@ -126,7 +128,12 @@ class DoctorHook(HookBase):
 
     def after_train(self):
         t = self.trainer
+        crash = sys.exc_info()[1]  # set when the trainer's `finally` runs us while an error propagates
+        if crash is not None and not isinstance(crash, StopTraining):
+            self._crashed(crash)
         if not self._data_done and getattr(t, "last_batch", None) is not None:
+            if t.last_batch is not self._last_observed:  # training died in this batch's forward
+                self._observe(t.last_batch, _unwrap(t.model))
             self._finish_data_sample(t.iter)
         reason = getattr(t, "stop_reason", None)
         if reason:
@@ -162,6 +169,10 @@ class DoctorHook(HookBase):
                                      min_evals=e["min_evals"], val_name=val_name, rel_tol=e["flat_rel_tol"],
                                      abs_tol=e["flat_abs_tol"] if val_name == e["metric"] else 0.0))
 
+    def _observe(self, batch, model):
+        self._last_observed = batch
+        self.data.observe_batch(batch, model, inputs_from_hook=self._input_recorder is not None)
+
     def _finish_data_sample(self, it):
         self._data_done = True
         if self._input_recorder is not None:
@@ -172,9 +183,28 @@ class DoctorHook(HookBase):
             self.num_classes, it, max_abs_mean=d["max_abs_input_mean"], std_range=tuple(d["input_std_range"]),
             empty_warn=d["empty_warn"], imbalance_ratio=d["imbalance_ratio"]))
 
+    def _batch_note(self) -> tuple[list, str]:
+        batch = getattr(self.trainer, "last_batch", None)
+        ids = _image_ids(batch)
+        culprits = non_finite_samples(batch) if isinstance(batch, dict) else []
+        note = f"batch image ids: {ids}" + (f"; non-finite boxes/pixels in images {culprits}" if culprits else "")
+        return ids, note
+
+    def _crashed(self, exc: BaseException):
+        """Training died with an error: a NaN/inf one (e.g. the matcher refusing NaN costs) is recorded as a
+        non-finite loss with the batch's image ids; the step never ran, so no weight went non-finite."""
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        self.report.stop_reason = f"{type(exc).__name__} at iteration {self.trainer.iter}: {msg}"
+        if isinstance(exc, FloatingPointError) or any(w in msg.lower() for w in ("nan", "inf")):
+            _, note = self._batch_note()
+            self.report.add(Finding("non_finite_loss", "error",
+                                    f"{type(exc).__name__} raised in forward/backward at iteration "
+                                    f"{self.trainer.iter} before the optimizer step: {msg}; {note}",
+                                    self.trainer.iter, {"image_ids": _image_ids(self.trainer.last_batch)}))
+
     def _non_finite(self, it, losses, bad_terms, bad_params):
         t = self.trainer
-        ids = _image_ids(getattr(t, "last_batch", None))
+        ids, note = self._batch_note()
         scaler = getattr(t, "grad_scaler", None)
         if not bad_terms and scaler is not None and getattr(scaler, "is_enabled", lambda: True)():
             # fp16: the GradScaler skips this step and lowers its scale; only a persistent overflow is a fault
@@ -182,13 +212,13 @@ class DoctorHook(HookBase):
             if self._fp16_overflows <= self.s["max_fp16_overflow_steps"]:
                 return
         if bad_terms:
-            finding = L.check_non_finite_loss(losses, it, ids)
+            finding = L.check_non_finite_loss(losses, it, ids, note)
             if bad_params:
                 finding.evidence += f"; {len(bad_params)} tensors got non-finite gradients, e.g. {bad_params[:5]}"
         else:
             finding = Finding("non_finite_grad", "error",
                               f"{len(bad_params)} tensors with non-finite gradients, e.g. {bad_params[:8]}; "
-                              f"batch image ids: {ids}", it, {"params": bad_params, "image_ids": ids})
+                              f"{note}", it, {"params": bad_params, "image_ids": ids})
         self._add(finding)
         t.skip_step = True
         if finding.name in self.s["stop_on"]:

@@ -9,7 +9,7 @@ import itertools
 
 import torch
 
-from lazydet.engine.trainer import HookBase
+from lazydet.engine import HookBase
 
 
 def without_dn(loss_dict: dict) -> dict:
