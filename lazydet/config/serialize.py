@@ -41,6 +41,8 @@ def unsavable_keys(cfg: Any) -> list[str]:
 
 
 def _convert(value: Any, key: str, problems: list[str]) -> Any:
+    if isinstance(value, Container):  # config nodes inside plain containers
+        value = OmegaConf.to_container(value, resolve=False)
     if isinstance(value, _SCALARS):
         return value if type(value) in _SCALARS else _base_scalar(value)
     if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
