@@ -9,6 +9,7 @@ import logging
 import sys
 
 from lazydet.config import ConfigError, LazyConfig
+from lazydet.data import DataError
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
 from lazydet.utils import comm
@@ -60,8 +61,11 @@ def cli(argv=None):
         load_config(args)  # fail fast, before spawning processes, with the config's one-line error
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (ConfigError, DataError) as e:  # recipe/data mistakes: one line, no traceback
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

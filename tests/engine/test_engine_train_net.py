@@ -170,3 +170,17 @@ def test_eval_only_loads_init_checkpoint(cli_run, tmp_path):
                   f"train.init_checkpoint={os.path.join(out, 'model_final.pth')}")
     assert "6/6 model tensors matched (100.0%)" in log
     assert "neg_mse" in log
+
+
+def test_num_classes_mismatch_is_one_line(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lazydet.data import DataError
+    from lazydet.engine.defaults import check_num_classes
+    from tests.engine.toy import ToyRegressor
+
+    cfg = OmegaConf.create({"dataloader": {"train": {"dataset": {"names": "coco_mini_train"}}}})
+    with pytest.raises(DataError, match="num_classes=3 but dataset 'coco_mini_train' has 80 classes"):
+        check_num_classes(cfg, ToyRegressor(num_classes=3))
+    check_num_classes(cfg, ToyRegressor(num_classes=80))
+    check_num_classes(cfg, ToyRegressor())  # no num_classes attribute: nothing to check
