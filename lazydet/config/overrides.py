@@ -171,7 +171,7 @@ def _a(value: Any) -> str:
 
 
 def _closest(cfg: Any, key: str) -> str:
-    keys = list(_all_keys(cfg))
+    keys = [k for k in _all_keys(cfg) if not key.startswith(k + ".")]  # ancestors are no suggestion
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     if not close:  # compare the last part against siblings-of-anything (e.g. 'lr' vs 'base_lr')
         last = key.rsplit(".", 1)[-1]
