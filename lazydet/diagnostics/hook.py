@@ -215,6 +215,7 @@ class DoctorHook(HookBase):
             finding = L.check_non_finite_loss(losses, it, ids, note)
             if bad_params:
                 finding.evidence += f"; {len(bad_params)} tensors got non-finite gradients, e.g. {bad_params[:5]}"
+                finding.data["params"] = bad_params
         else:
             finding = Finding("non_finite_grad", "error",
                               f"{len(bad_params)} tensors with non-finite gradients, e.g. {bad_params[:8]}; "
