@@ -155,3 +155,23 @@ def check_metric_at_chance(evals: Series, *, min_evals: int = 3, chance: float =
     return Finding("metric_at_chance", "error",
                    f"{name} below {chance} in all {len(v)} evaluations (last {v[-1]:.3g} at iter {int(it[-1])})",
                    int(it[-1]), {"values": v.tolist()})
+
+
+def run_series_checks(loss: Series, grad_norm: Series, evals: Series, val_loss: Series, settings: dict) -> list:
+    """Every series check with the doctor's settings (`train.doctor`, merged); the hook and tools/diagnose
+    share this. The validation side of noisy-flat is the validation loss when logged, else the metric."""
+    s, ls, g, e = settings, settings["loss"], settings["grad"], settings["eval"]
+    found = [
+        check_divergence(loss, window=max(ls["window"] // 2, 1), ratio=ls["divergence_ratio"],
+                         min_points=ls["window"]),
+        check_grad_explosion(grad_norm, recent=g["recent"], baseline=g["baseline"], ratio=g["explosion_ratio"]),
+        check_no_learning(loss, warmup=s["warmup_iters"], window=ls["window"], min_rel_drop=ls["no_learning_min_drop"],
+                          p_value=ls["no_learning_p_value"]),
+        check_metric_at_chance(evals, min_evals=e["min_evals"], chance=e["chance"], name=e["metric"]),
+    ]
+    use_val_loss = len(val_loss) >= e["min_evals"] and len(val_loss) >= len(evals)
+    found.append(check_noisy_flat(
+        loss, val_loss if use_val_loss else evals, window=ls["window"], cv_threshold=ls["noisy_cv"],
+        min_evals=e["min_evals"], val_name="val/total_loss" if use_val_loss else e["metric"],
+        rel_tol=e["flat_rel_tol"], abs_tol=0.0 if use_val_loss else e["flat_abs_tol"]))
+    return [f for f in found if f is not None]

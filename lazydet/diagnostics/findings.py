@@ -199,8 +199,9 @@ class Finding:
 class DoctorReport:
     """Collects findings: logs each name at most once per `log_every_s`, counts repeats, writes the report."""
 
-    def __init__(self, log_every_s: float = 300.0, storage=None):
+    def __init__(self, log_every_s: float = 300.0, storage=None, log: bool = True):
         self.log_every_s = log_every_s
+        self.log = log
         self.storage = storage
         self.findings: dict[str, Finding] = {}  # first occurrence per name
         self.counts: dict[str, int] = {}
@@ -217,6 +218,8 @@ class DoctorReport:
         self.last_iteration[name] = finding.iteration
         self._put_storage(finding)
         now = time.monotonic()
+        if not self.log:
+            return False
         if name in self._last_logged and now - self._last_logged[name] < self.log_every_s:
             return False
         self._last_logged[name] = now

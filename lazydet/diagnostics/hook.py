@@ -149,25 +149,11 @@ class DoctorHook(HookBase):
 
     # ----------------------------------------------------------------- checks
     def run_series_checks(self, it):
-        s, ls = self.s, self.s["loss"]
-        self._add(L.check_divergence(self.loss_series, window=ls["window"] // 2 or 1,
-                                     ratio=ls["divergence_ratio"], min_points=ls["window"]))
-        g = s["grad"]
-        self._add(L.check_grad_explosion(self.grad_series, recent=g["recent"], baseline=g["baseline"],
-                                         ratio=g["explosion_ratio"]))
-        self._add(L.check_no_learning(self.loss_series, warmup=s["warmup_iters"], window=ls["window"],
-                                      min_rel_drop=ls["no_learning_min_drop"], p_value=ls["no_learning_p_value"]))
-        e = s["eval"]
         storage = getattr(self.trainer, "storage", None)
-        evals = storage_series(storage, e["metric"])
-        self._add(L.check_metric_at_chance(evals, min_evals=e["min_evals"], chance=e["chance"], name=e["metric"]))
-        val_name, val = e["metric"], evals
-        val_loss = storage_series(storage, "val/total_loss")
-        if len(val_loss) >= len(evals):
-            val_name, val = "val/total_loss", val_loss
-        self._add(L.check_noisy_flat(self.loss_series, val, window=ls["window"], cv_threshold=ls["noisy_cv"],
-                                     min_evals=e["min_evals"], val_name=val_name, rel_tol=e["flat_rel_tol"],
-                                     abs_tol=e["flat_abs_tol"] if val_name == e["metric"] else 0.0))
+        for finding in L.run_series_checks(self.loss_series, self.grad_series,
+                                           storage_series(storage, self.s["eval"]["metric"]),
+                                           storage_series(storage, "val/total_loss"), self.s):
+            self._add(finding)
 
     def _observe(self, batch, model):
         self._last_observed = batch
