@@ -151,7 +151,7 @@ def check_num_classes(cfg, model) -> None:
         verify_num_classes(registered, int(num_classes))
 
 
-def build_writers(cfg, output_dir: str, max_iter: int) -> list:
+def build_writers(cfg, output_dir: str, max_iter: int, resume: bool = False) -> list:
     period = int(select(cfg, "train.log_period", 20))
     writers = [ConsoleWriter(max_iter, window_size=period)]
     if not comm.is_main_process():
@@ -162,7 +162,7 @@ def build_writers(cfg, output_dir: str, max_iter: int) -> list:
         plain = OmegaConf.to_container(OmegaConf.create(_plain_config(cfg)), resolve=False)
         writers.append(WandbWriter(project=select(cfg, "train.wandb.project", "lazydet"),
                                    name=select(cfg, "train.wandb.name"), entity=select(cfg, "train.wandb.entity"),
-                                   config=plain, output_dir=output_dir, window_size=period))
+                                   config=plain, output_dir=output_dir, window_size=period, resume=resume))
     return writers
 
 
@@ -220,7 +220,8 @@ def build_hooks(cfg, trainer: Trainer, lr_scheduler, eval_function, lengths: dic
                                         select(cfg, "train.best_checkpointer.mode", "max")))
     hooks += list(build_preemption_hooks(cfg, args) or [])
     hooks.append(H.ProgressBar())
-    hooks.append(H.PeriodicWriter(build_writers(cfg, trainer.output_dir, trainer.max_iter),
+    writers = build_writers(cfg, trainer.output_dir, trainer.max_iter, resume=bool(getattr(args, "resume", False)))
+    hooks.append(H.PeriodicWriter(writers,
                                   select(cfg, "train.log_period", 20)))
     return hooks
 

@@ -9,6 +9,7 @@ import logging
 import netrc
 import os
 import sys
+import uuid
 
 from .events import get_event_storage
 from .logger import warn_once
@@ -149,7 +150,8 @@ class WandbWriter(EventWriter):
     Any wandb failure (not installed, init or log error) is warned about once and the writer goes quiet.
     """
 
-    def __init__(self, project="lazydet", name=None, entity=None, config=None, output_dir=None, window_size=20):
+    def __init__(self, project="lazydet", name=None, entity=None, config=None, output_dir=None, window_size=20,
+                 resume: bool = False):
         self.window = window_size
         self._written = {}
         self._run = None
@@ -167,7 +169,7 @@ class WandbWriter(EventWriter):
             os.makedirs(wandb_dir, exist_ok=True)
         try:
             kwargs = dict(project=project, name=name, entity=entity, config=config, dir=wandb_dir,
-                          settings=wandb.Settings(silent=True))
+                          settings=wandb.Settings(silent=True), **self._run_id(output_dir, resume))
             try:
                 self._run = wandb.init(reinit="finish_previous", **kwargs)
             except (TypeError, ValueError):  # wandb < 0.19 only knows a boolean reinit
@@ -176,6 +178,22 @@ class WandbWriter(EventWriter):
         except Exception as e:  # noqa: BLE001 - wandb must never stop training
             warn_once(logger, "wandb-init", f"wandb.init failed ({type(e).__name__}: {e}); continuing without wandb.")
             self._run = None
+
+    @staticmethod
+    def _run_id(output_dir, resume: bool) -> dict:
+        """A resumed training (--resume) continues the wandb run of its output folder (id kept in
+        `<output_dir>/wandb_run_id`); a fresh training starts a new run."""
+        if not output_dir:
+            return {}
+        path = os.path.join(output_dir, "wandb_run_id")
+        if resume and os.path.isfile(path):
+            with open(path) as f:
+                return {"id": f.read().strip(), "resume": "allow"}
+        run_id = uuid.uuid4().hex[:8]
+        os.makedirs(output_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(run_id)
+        return {"id": run_id}
 
     def write(self):
         if self._run is None:

@@ -153,7 +153,7 @@ def test_epoch_lengths_override_iterations(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one(tmp_path):
     common = ["model.dropout=0.0", "train.eval_period=0", "train.max_iter=20", "train.best_checkpointer.enabled=False"]
-    run_cli(f"train.output_dir={tmp_path / 'one'}", *common)
+    _train(_load_cfg(str(tmp_path / "one"), *common))  # the 1-process reference, in this process
     log = run_cli("--num-gpus", "2", f"train.output_dir={tmp_path / 'two'}", *common)
     assert "running 2 process(es) on the CPU" in log
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")

@@ -92,14 +92,17 @@ def test_wandb_without_key_goes_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    w = WandbWriter(project="p", name="n")
-    assert os.environ["WANDB_MODE"] == "offline"
-    with EventStorage(0) as s:
-        s.put_scalar("total_loss", 0.123)
-        w.write()
-    w.close()
-    runs = os.listdir(tmp_path / "wb" / "wandb")
-    assert any(r.startswith("offline-run-") for r in runs)
+    out = tmp_path / "out"
+    for resume in (False, True):  # --resume continues the run of the output folder
+        w = WandbWriter(project="p", name="n", output_dir=str(out), resume=resume)
+        assert os.environ["WANDB_MODE"] == "offline"
+        with EventStorage(0) as s:
+            s.put_scalar("total_loss", 0.123)
+            w.write()
+        w.close()
+    run_id = (out / "wandb_run_id").read_text()
+    runs = [r for r in os.listdir(tmp_path / "wb" / "wandb") if r.startswith("offline-run-")]
+    assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
 
 
 def test_to_device_nested():
