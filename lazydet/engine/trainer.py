@@ -245,12 +245,20 @@ class Trainer:
         if hasattr(self.data_loader, "state_dict"):
             state["data_loader"] = comm.all_gather(self.data_loader.state_dict())
         hooks = {}
-        for i, h in enumerate(self._hooks):
+        for key, h in self._hook_keys():
             s = h.state_dict()
             if s:
-                hooks[f"{i}:{type(h).__name__}"] = s
+                hooks[key] = s
         state["hooks"] = hooks
         return state
+
+    def _hook_keys(self):
+        """Stable names for hook states: class name, plus a counter when a class appears twice."""
+        seen = {}
+        for h in self._hooks:
+            name = type(h).__name__
+            seen[name] = seen.get(name, 0) + 1
+            yield (name if seen[name] == 1 else f"{name}#{seen[name]}"), h
 
     def load_state_dict(self, state: dict) -> None:
         """Restores lazily: RNG and loader position are applied when training starts."""
@@ -267,7 +275,6 @@ class Trainer:
         if loaders and hasattr(self.data_loader, "load_state_dict"):
             self._pending_loader_state = loaders[rank % len(loaders)]
         hook_states = state.get("hooks", {})
-        for i, h in enumerate(self._hooks):
-            key = f"{i}:{type(h).__name__}"
+        for key, h in self._hook_keys():
             if key in hook_states:
                 h.load_state_dict(hook_states[key])

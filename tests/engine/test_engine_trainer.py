@@ -170,3 +170,29 @@ def test_ema_follows_formula_and_is_evaluated():
         torch.testing.assert_close(e, p)
     assert trainer.eval_model() is ema.module
     assert ema.updates == 3
+
+
+def test_hook_state_roundtrips_through_trainer_state():
+    class Counter(HookBase):
+        def __init__(self):
+            self.n = 0
+
+        def after_step(self):
+            self.n += 1
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    trainer = make_trainer(max_iter=3)
+    trainer.register_hooks([Counter()])
+    trainer.train()
+    state = trainer.state_dict()
+    assert state["iteration"] == 3 and state["hooks"] == {"Counter": {"n": 3}}
+    assert state["data_loader"] == [{"position": 3}]
+    fresh = make_trainer(max_iter=5)
+    fresh.register_hooks([Counter()])
+    fresh.load_state_dict(state)
+    assert fresh.start_iter == state["iteration"] + 1 and fresh.hooks[0].n == 3
