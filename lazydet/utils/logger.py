@@ -7,6 +7,18 @@ _FMT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
 _DATEFMT = "%m/%d %H:%M:%S"
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """On a terminal, clears the progress-bar line before each record so log lines start clean."""
+
+    def emit(self, record):
+        try:
+            if self.stream.isatty():
+                self.stream.write("\r\033[K")
+        except (AttributeError, ValueError):
+            pass
+        super().emit(record)
+
+
 def setup_logger(output_dir=None, rank: int = 0, name: str = "lazydet", level=logging.INFO) -> logging.Logger:
     """Configure the `lazydet` logger once per process; repeated calls replace the old handlers."""
     logger = logging.getLogger(name)
@@ -15,7 +27,7 @@ def setup_logger(output_dir=None, rank: int = 0, name: str = "lazydet", level=lo
     for h in list(logger.handlers):
         logger.removeHandler(h)
         h.close()
-    console = logging.StreamHandler(sys.stdout)
+    console = _ConsoleHandler(sys.stdout)
     console.setLevel(level if rank == 0 else logging.WARNING)
     console.setFormatter(logging.Formatter(_FMT, datefmt=_DATEFMT))
     logger.addHandler(console)

@@ -80,8 +80,6 @@ class ConsoleWriter(EventWriter):
             parts.append(f"lr: {hist['lr'].latest():.3g}")
         if "max_mem_mb" in hist:
             parts.append(f"max_mem: {hist['max_mem_mb'].latest():.0f}M")
-        if stdout_is_tty():
-            sys.stdout.write("\r\033[K")
         logger.info("  ".join(parts))
 
 
