@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ..layers import box_cxcywh_to_xyxy, generalized_box_iou
+from ..layers import box_cxcywh_to_xyxy
 from .denoising import DenoisingMeta
 
 DEFAULT_WEIGHTS = {"loss_class": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
@@ -43,8 +43,9 @@ def l1_loss(boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float):
 
 
 def giou_loss(boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float):
-    giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes)).diagonal()
-    return (1.0 - giou).sum() / num_boxes
+    """Sum of 1 - GIoU over matched pairs (element-wise, no pairwise matrix), / num_boxes."""
+    loss = generalized_box_iou_loss(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(target_boxes), reduction="sum")
+    return loss / num_boxes
 
 
 class DINOCriterion(nn.Module):
