@@ -21,5 +21,7 @@ train = dict(
     device="cuda",                   # falls back to the CPU (said once) when CUDA is missing
     seed=-1,                         # -1: a random seed, written to log.txt
     wandb=dict(enabled=False, project="lazydet", name=None, entity=None),
+    # SIGUSR1/USR2/TERM -> checkpoint + stop (+ SLURM requeue; None = when in a SLURM job), docs/slurm.md
+    preemption=dict(enabled=True, requeue=None),
     doctor=doctor,
 )
