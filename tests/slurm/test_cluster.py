@@ -45,15 +45,15 @@ def test_train_sbatch_two_cpu_ranks_runs_to_the_end_with_collective_eval(slurm_e
 def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm_env, tmp_path):
     out, log = tmp_path / "run", tmp_path / "job.out"
     env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
-    period, max_iter = 10, 50
+    period, max_iter = 10, 40
     job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
                  f"train.output_dir={out}", f"train.max_iter={max_iter}", f"train.checkpointer.period={period}",
-                 "train.eval_period=0", "dataloader.train.step_sleep=0.25")
+                 "train.eval_period=0", "dataloader.train.step_sleep=0.2")
 
     def past_iteration(n):
         return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))
 
-    wait_until(lambda: past_iteration(14), 120, "the job to pass iteration 14")
+    wait_until(lambda: past_iteration(9), 120, "the job to pass iteration 9")
     subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True, timeout=30)
     info = wait_for_job(env, job, timeout=240, log=log)
     text = log.read_text()
@@ -67,7 +67,7 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm
     starts = [int(x) for x in re.findall(r"Starting training from iteration (\d+)", rank0_log)]
     assert len(stopped) == 1 and starts[0] == 0 and len(starts) == 2
     stop_iter, resume_iter = stopped[0], starts[1]
-    assert 14 <= stop_iter < max_iter - 1
+    assert 9 <= stop_iter < max_iter - 1
     assert (out / f"model_{stop_iter:07d}.pth").is_file()  # the checkpoint written at the signal
     assert f"Resuming from {out}/model_{stop_iter:07d}.pth" in rank0_log
     redone = (stop_iter + 1) - resume_iter  # iterations trained twice
