@@ -8,6 +8,7 @@ import json
 import logging
 import netrc
 import os
+import re
 import sys
 import uuid
 
@@ -45,7 +46,8 @@ def stdout_is_tty() -> bool:
 
 
 class ConsoleWriter(EventWriter):
-    """One log line: ETA, iteration/max_iter, epoch, losses, lr, time, data_time, max memory."""
+    """One log line: ETA, iteration/max_iter, epoch, losses (without per-layer auxiliary terms), grad_norm,
+    time, data_time, lr, max memory."""
 
     def __init__(self, max_iter: int, window_size: int = 20):
         self.max_iter = max_iter
@@ -69,7 +71,8 @@ class ConsoleWriter(EventWriter):
         parts.append(f"iter: {it + 1}/{self.max_iter}")
         if storage.epoch is not None:
             parts.append(f"epoch: {storage.epoch:.2f}")
-        losses = [k for k in hist if k == "total_loss" or k.startswith("loss")]
+        # auxiliary decoder-layer terms (`loss_x_0`, `loss_x_dn_3`) stay in metrics.json / TensorBoard only
+        losses = [k for k in hist if k == "total_loss" or (k.startswith("loss") and not re.search(r"_\d+$", k))]
         losses.sort(key=lambda k: (k != "total_loss", k))
         parts += [f"{k}: {hist[k].median(self.window):.4g}" for k in losses]
         for name, fmt in (("grad_norm", "{:.3g}"), ("time", "{:.4f}"), ("data_time", "{:.4f}")):
