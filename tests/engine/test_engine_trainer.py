@@ -196,3 +196,30 @@ def test_hook_state_roundtrips_through_trainer_state():
     fresh.register_hooks([Counter()])
     fresh.load_state_dict(state)
     assert fresh.start_iter == state["iteration"] + 1 and fresh.hooks[0].n == 3
+
+
+def test_non_finite_loss_stops_with_the_terms():
+    class NaNModel(ToyRegressor):
+        def forward(self, batch):
+            out = super().forward(batch)
+            out["loss_mse"] = out["loss_mse"] * float("nan")
+            return out
+
+    trainer = make_trainer(max_iter=2)
+    trainer.model = trainer.unwrapped_model = NaNModel()
+    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="iteration 0: loss_mse=nan"):
+        trainer.train()
+
+
+def test_periodic_checkpointer_keeps_newest(tmp_path):
+    from lazydet.checkpoint import Checkpointer
+    from lazydet.engine import PeriodicCheckpointer
+
+    trainer = make_trainer(max_iter=10)
+    trainer.checkpointer = Checkpointer(trainer.model, str(tmp_path), optimizer=trainer.optimizer, trainer=trainer)
+    trainer.register_hooks([PeriodicCheckpointer(trainer.checkpointer, period=2, max_to_keep=2)])
+    trainer.train()
+    files = sorted(f for f in tmp_path.iterdir() if f.suffix == ".pth")
+    assert [f.name for f in files] == ["model_0000005.pth", "model_0000007.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
