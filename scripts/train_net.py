@@ -41,8 +41,28 @@ def evaluate_only(cfg, args) -> dict:
                                 **({"ema": ema} if ema is not None else {}))
     if not args.resume and not select(cfg, "train.init_checkpoint"):
         logger.warning("--eval-only without train.init_checkpoint or --resume: evaluating random weights")
-    checkpointer.resume_or_load(select(cfg, "train.init_checkpoint", ""), resume=args.resume)
+    init = select(cfg, "train.init_checkpoint", "")
+    checkpointer.resume_or_load(init, resume=args.resume)
+    if ema is not None and not (args.resume and checkpointer.has_checkpoint()):
+        ema = _load_ema_weights(ema, init)
     return do_test(cfg, ema.module if ema is not None else model)
+
+
+def _load_ema_weights(ema, path):
+    """The EMA weights saved in a training checkpoint `path`, or None (evaluate the model weights)."""
+    import os
+
+    import torch
+
+    from lazydet.checkpoint import load_state_into
+
+    data = torch.load(path, map_location="cpu", weights_only=True) if path and os.path.isfile(path) else {}
+    state = data.get("ema", {}).get("module") if isinstance(data, dict) else None
+    if not state:
+        logger.info("train.ema.enabled but the checkpoint has no EMA weights: evaluating its model weights")
+        return None
+    logger.info(load_state_into(ema.module, state, f"{path} (EMA weights)", auto_prefix=False).format())
+    return ema
 
 
 def main(args):

@@ -244,11 +244,12 @@ def build_trainer(cfg, args=None) -> Trainer:
     multiplier = instantiate(cfg.lr_multiplier)
     lr_scheduler = LRMultiplier(optimizer, multiplier, lengths["max_iter"])
     log_param_groups(model, optimizer)
-    ema = ModelEMA(model, select(cfg, "train.ema.decay", 0.9998)) if select(cfg, "train.ema.enabled", False) else None
     output_dir = select(cfg, "train.output_dir", "./output")
     clip = select(cfg, "train.clip_grad.enabled", False)
+    wrapped = create_ddp_model(model, cfg)  # DDP broadcasts rank 0's weights: copy the EMA after this
+    ema = ModelEMA(model, select(cfg, "train.ema.decay", 0.9998)) if select(cfg, "train.ema.enabled", False) else None
     trainer = Trainer(
-        create_ddp_model(model, cfg), data_loader, optimizer, cfg=cfg, device=device,
+        wrapped, data_loader, optimizer, cfg=cfg, device=device,
         max_iter=lengths["max_iter"], iters_per_epoch=lengths["iters_per_epoch"],
         amp_enabled=select(cfg, "train.amp.enabled", False), amp_dtype=select(cfg, "train.amp.dtype", "bf16"),
         clip_grad_max_norm=select(cfg, "train.clip_grad.params.max_norm") if clip else None,
@@ -268,6 +269,8 @@ def build_trainer(cfg, args=None) -> Trainer:
                                        lengths, args))
     resume = bool(getattr(args, "resume", False))
     checkpointer.resume_or_load(select(cfg, "train.init_checkpoint", ""), resume=resume)
+    if ema is not None and not (resume and checkpointer.has_checkpoint()):
+        ema.reset_from(model)  # not resumed: the average starts from the (possibly pretrained) initial weights
     if resume and trainer.start_iter > 0 and not hasattr(data_loader, "load_state_dict"):
         logger.warning("the train loader cannot restore its position (no load_state_dict): resumed data order "
                        "restarts from the sampler's beginning")

@@ -24,6 +24,12 @@ class ModelEMA:
             e.copy_(b)
         self.updates += 1
 
+    @torch.no_grad()
+    def reset_from(self, model: torch.nn.Module) -> None:
+        """Start averaging from `model`'s current weights (after init weights were loaded)."""
+        self.module.load_state_dict(model.state_dict())
+        self.updates = 0
+
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
 

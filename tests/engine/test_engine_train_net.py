@@ -184,3 +184,19 @@ def test_num_classes_mismatch_is_one_line(tmp_path):
         check_num_classes(cfg, ToyRegressor(num_classes=3))
     check_num_classes(cfg, ToyRegressor(num_classes=80))
     check_num_classes(cfg, ToyRegressor())  # no num_classes attribute: nothing to check
+
+
+def test_ema_starts_from_loaded_init_weights(tmp_path):
+    """EMA is copied after DDP wrap and after train.init_checkpoint: it must equal the loaded weights."""
+    from tests.engine.toy import ToyRegressor
+
+    torch.manual_seed(123)
+    init = ToyRegressor(dropout=0.1)
+    torch.save(init.state_dict(), tmp_path / "init.pth")
+    cfg = _load_cfg(str(tmp_path / "out"), "train.ema.enabled=True", f"train.init_checkpoint={tmp_path / 'init.pth'}")
+    args = _Args()
+    default_setup(cfg, args)
+    trainer = build_trainer(cfg, args)
+    assert trainer.checkpointer.last_load_report.coverage == 1.0
+    for a, b in zip(init.parameters(), trainer.ema.module.parameters()):
+        assert torch.equal(a, b)
