@@ -40,7 +40,9 @@ echo "lazydet slurm: job ${SLURM_JOB_ID} restart ${SLURM_RESTART_COUNT:-0}: ${SL
 # `--signal=USR1@N` reaches every rank; each rank reads SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID.
 # --kill-on-bad-exit: one crashed rank ends the step instead of leaving the others hanging in a collective.
 # --label: every output line starts with its rank ("1: ..."), so the interleaved log of all ranks stays readable.
+# No --unbuffered: it runs the tasks on a pseudo-terminal, so they would draw progress bars (\r, escape codes)
+# into the log file; `python -u` already writes every line at once.
 # --resume: a requeued job continues from output_dir/last_checkpoint (a fresh job starts at iteration 0).
-srun --kill-on-bad-exit=1 --unbuffered --label \
+srun --kill-on-bad-exit=1 --label \
   "${LAZYDET_PYTHON:-python}" -u -m scripts.train_net --config-file "$recipe" --resume \
   "$@" "${device_args[@]}"

@@ -29,6 +29,8 @@ def test_train_sbatch_two_cpu_ranks_runs_to_the_end_with_collective_eval(slurm_e
     text = log.read_text()
     assert info["JobState"] == "COMPLETED", text[-3000:]
     assert f"job {job} restart 0: 2 tasks" in text
+    raw = log.read_bytes()
+    assert b"\x1b" not in raw and b"\r" not in raw  # a plain log: no progress bar drawn into the file
     # both ranks took part: each wrote its own log, with its rank from SLURM_PROCID
     assert "Rank 0 of 2" in (out / "log.txt").read_text()
     assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
