@@ -87,8 +87,12 @@ def default_setup(cfg, args) -> str:
             logger.warning(f"could not write config.py ({e}); config.yaml is complete")
         logger.info(f"Full config saved to {os.path.join(output_dir, 'config.yaml')}")
     seed = int(select(cfg, "train.seed", -1))
-    used = seed_all_rng(None if seed < 0 else seed + rank)
-    logger.info(f"Seed: {used}" + (" (random: train.seed=-1)" if seed < 0 else f" (train.seed={seed} + rank)"))
+    drawn = seed < 0
+    if drawn:  # one random base seed for all ranks (rank 0's), so the log line reproduces the whole run
+        seed = comm.broadcast_object(int.from_bytes(os.urandom(4), "big") % 2**30)
+    seed_all_rng(seed + rank)
+    logger.info(f"Seed: {seed} + rank" + (" (drawn at random because train.seed=-1; pass train.seed="
+                                          f"{seed} to repeat)" if drawn else ""))
     return output_dir
 
 
@@ -231,7 +235,7 @@ def build_trainer(cfg, args=None) -> Trainer:
     resume (`args.resume`) or load `train.init_checkpoint`. Call `trainer.train()` next."""
     from ..config import instantiate
 
-    device = resolve_device(select(cfg, "train.device", "cuda"), logger)
+    device = resolve_device(select(cfg, "train.device", "cuda"), logger if comm.is_main_process() else None)
     if device.type == "cuda":
         device = torch.device("cuda", comm.get_local_rank())
     model = instantiate(cfg.model).to(device)

@@ -62,7 +62,8 @@ def _backend() -> str:
 
 def _say_cpu_once(world_size: int) -> None:
     if not torch.cuda.is_available():
-        print(f"[lazydet] No CUDA device: running {world_size} process(es) on the CPU with gloo.", flush=True)
+        how = f"{world_size} processes on the CPU with gloo" if world_size > 1 else "on the CPU"
+        print(f"[lazydet] No CUDA device: running {how}.", flush=True)
 
 
 def _init_group(rank, world_size, local_rank, local_size, init_method, timeout):

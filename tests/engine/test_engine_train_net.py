@@ -155,7 +155,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
     common = ["model.dropout=0.0", "train.eval_period=0", "train.max_iter=20", "train.best_checkpointer.enabled=False"]
     _train(_load_cfg(str(tmp_path / "one"), *common))  # the 1-process reference, in this process
     log = run_cli("--num-gpus", "2", f"train.output_dir={tmp_path / 'two'}", *common)
-    assert "running 2 process(es) on the CPU" in log
+    assert "running 2 processes on the CPU with gloo" in log
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
