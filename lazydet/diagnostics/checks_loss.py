@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from scipy import stats
 
 from .findings import Finding
@@ -34,12 +35,11 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
 
 def non_finite_terms(loss_dict: Mapping[str, object]) -> list[str]:
     """Names of the loss terms that are NaN or inf."""
-    bad = []
-    for name, value in loss_dict.items():
-        v = float(value.detach().float().sum()) if hasattr(value, "detach") else float(value)
-        if not math.isfinite(v):
-            bad.append(name)
-    return bad
+    if not loss_dict:
+        return []
+    values = [v.detach().float().sum().cpu() if hasattr(v, "detach") else float(v) for v in loss_dict.values()]
+    finite = torch.isfinite(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])).tolist()
+    return [name for name, ok in zip(loss_dict, finite) if not ok]
 
 
 def check_non_finite_loss(loss_dict: Mapping[str, object], iteration=None, image_ids=(),

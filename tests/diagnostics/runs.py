@@ -22,13 +22,18 @@ FAST = dict(data=dict(sample_batches=3), params=dict(grad_check_iters=2, change_
             preflight=dict(gt_eval_images=0), log_every_s=0.0)
 
 
+# CPU-sized: 4 images per batch, loaded in-process
+SMALL = ["dataloader.train.total_batch_size=4", "dataloader.train.num_workers=0", "dataloader.test.num_workers=0"]
+
+
 def recipe_path() -> str:
-    return STANDIN
+    """The quickstart recipe; the stand-in only where the quickstart is absent."""
+    return QUICKSTART if os.path.isfile(QUICKSTART) else STANDIN
 
 
 def load_cfg(overrides=(), output_dir="/tmp/doctor_test"):
     cfg = LazyConfig.load(recipe_path())
-    LazyConfig.apply_overrides(cfg, [f"train.output_dir={output_dir}", *overrides])
+    LazyConfig.apply_overrides(cfg, [f"train.output_dir={output_dir}", *SMALL, *overrides])
     return cfg
 
 
@@ -54,7 +59,7 @@ def run(cfg, iters: int, settings=None, mutate=None, mutate_model=None, seed: in
     trainer = Trainer(model, loader, optimizer, max_iter=iters, cfg=cfg, device="cpu",
                       output_dir=cfg.train.output_dir)
     doctor = DoctorHook(merge(FAST, settings or {}), cfg=cfg)
-    scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), iters)
+    scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), cfg.train.max_iter)  # the recipe's schedule
     trainer.register_hooks([LRScheduler(scheduler), doctor])
     try:
         trainer.train()

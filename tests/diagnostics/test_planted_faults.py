@@ -26,7 +26,8 @@ def weights_finite(model):
 
 
 def test_healthy_run_raises_no_alarm(tmp_path):
-    cfg = load_cfg(["optimizer.lr=1e-3"], output_dir=str(tmp_path))
+    # the recipe as it is (its lr and schedule); the slope test waits for the schedule's warm-up
+    cfg = load_cfg(output_dir=str(tmp_path))
     doctor, trainer, error = run(cfg, 24, dict(SERIES, preflight=dict(gt_eval_images=8)))
     assert error is None and trainer.stop_reason is None and trainer.iter == 24
     assert doctor.report.findings == {}, [f.one_line() for f in doctor.report.findings.values()]
@@ -36,7 +37,9 @@ def test_healthy_run_raises_no_alarm(tmp_path):
 
 
 def test_lr_far_too_high_is_divergence(tmp_path):
-    cfg = load_cfg(["optimizer.lr=0.3", "train.clip_grad.enabled=False"], output_dir=str(tmp_path))
+    # a short warm-up, so that 20 iterations reach the far-too-high lr
+    cfg = load_cfg(["optimizer.lr=0.3", "train.clip_grad.enabled=False", "lr_multiplier.warmup_iters=2"],
+                   output_dir=str(tmp_path))
     doctor, trainer, error = run(cfg, 20, dict(SERIES, stop_on=["non_finite_loss", "non_finite_grad", "divergence"]))
     found = names(doctor)
     assert error is None or isinstance(error, FloatingPointError)
