@@ -232,8 +232,11 @@ class Trainer:
             self.ema.update(self.unwrapped_model)
 
     def _put_metrics(self, losses: dict, data_time: float) -> None:
-        reduced = comm.reduce_dict(losses)
-        values = {k: float(v) for k, v in reduced.items()}
+        """Losses averaged over ranks (per name, over the ranks that have it, so differing dicts cannot hang)."""
+        local = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # one device->host copy
+        gathered = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+        names = sorted({k for d in gathered for k in d})
+        values = {k: sum(d[k] for d in gathered if k in d) / sum(k in d for d in gathered) for k in names}
         self.storage.put_scalar("total_loss", sum(values.values()))
         self.storage.put_scalars(**values)
         self.storage.put_scalar("data_time", data_time)
