@@ -1,5 +1,5 @@
 """End to end on a real local SLURM cluster: sbatch training with 2 CPU ranks (gloo), preemption with
-requeue and resume, submission through submitit. ~2-3 minutes on 2 cores."""
+requeue and resume, submission through submitit. ~3-5 minutes on 2 cores."""
 import json
 import re
 import subprocess
@@ -20,28 +20,27 @@ def read_metrics(out_dir):
     return [json.loads(line) for line in (out_dir / "metrics.json").read_text().splitlines() if line.strip()]
 
 
-def test_train_sbatch_two_cpu_ranks_runs_to_the_end_with_collective_eval(slurm_env, tmp_path):
+def test_train_sbatch_quickstart_two_cpu_ranks_runs_to_the_end_with_collective_eval(slurm_env, tmp_path):
+    """The real quickstart model (DINO + ViT + COCO evaluator), shortened, through train.sbatch on 2 ranks."""
     out, log = tmp_path / "run", tmp_path / "job.out"
     env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
-    job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
-                 f"train.output_dir={out}", "train.max_iter=30", "train.eval_period=15")
-    info = wait_for_job(env, job, timeout=180, log=log)
+    job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", "tests/slurm/quickstart_tiny.py",
+                 f"train.output_dir={out}")
+    info = wait_for_job(env, job, timeout=240, log=log)
     text = log.read_text()
     assert info["JobState"] == "COMPLETED", text[-3000:]
     assert f"job {job} restart 0: 2 tasks" in text
     raw = log.read_bytes()
     assert b"\x1b" not in raw and b"\r" not in raw  # a plain log: no progress bar drawn into the file
-    # both ranks took part: each wrote its own log, with its rank from SLURM_PROCID
-    assert "Rank 0 of 2" in (out / "log.txt").read_text()
-    assert "Rank 1 of 2" in (out / "log.txt.rank1").read_text()
+    # both ranks took part: each wrote its own log, with its rank from SLURM_PROCID, and each evaluated
+    # its half of the 16 validation images (a rank-0-only evaluation would hang or see all 16 on rank 0)
+    rank0, rank1 = (out / "log.txt").read_text(), (out / "log.txt.rank1").read_text()
+    assert "Rank 0 of 2" in rank0 and "Rank 1 of 2" in rank1
+    assert "inference done: 8 images" in rank0 and "inference done: 8 images" in rank1
     assert (out / "model_final.pth").is_file()
     metrics = read_metrics(out)
-    assert max(m["iteration"] for m in metrics) == 29
-    # evaluation ran on both ranks (mid-run at iteration 14 and at the end): all 10 test images were seen,
-    # split over 2 ranks. A rank-0-only evaluation would report 5 images from 1 rank, or hang.
-    evals = [m for m in metrics if "toy/images_seen" in m]
-    assert [m["iteration"] for m in evals] == [14, 29]
-    assert all(m["toy/images_seen"] == 10 and m["toy/ranks_contributing"] == 2 for m in evals)
+    assert max(m["iteration"] for m in metrics) == 5
+    assert any("bbox/AP" in m and m["iteration"] == 5 for m in metrics)
 
 
 def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm_env, tmp_path):
@@ -78,6 +77,10 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm
     iterations = [m["iteration"] for m in read_metrics(out)]
     assert max(iterations) == max_iter - 1  # the same final iteration as an uninterrupted run
     assert (out / "log.txt.rank1").read_text().count("Rank 1 of 2") == 2  # rank 1 took part in both runs
+    # the final evaluation of the resumed run is collective too: all 10 toy test images, from both ranks
+    final_eval = [m for m in read_metrics(out) if "toy/images_seen" in m]
+    assert [(m["iteration"], m["toy/images_seen"], m["toy/ranks_contributing"]) for m in final_eval] == \
+        [(max_iter - 1, 10.0, 2.0)]
 
 
 def test_submit_dry_run_prints_the_sbatch_script(tmp_path):
