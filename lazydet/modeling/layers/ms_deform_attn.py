@@ -3,8 +3,9 @@
 Each query looks at ``num_points`` learned sampling locations per head and per feature level, placed
 around its reference point, and returns the attention-weighted sum of the bilinearly sampled values.
 Sampling is one batched ``F.grid_sample`` per level over every image, head, query and point (a loop
-over the few levels only, never over images). It always runs in fp32, also under autocast: fp16
-sampling locations and weights are the usual cause of NaN gradients in DINO trained with AMP.
+over the few levels only, never over images), accumulated level by level to bound the peak memory.
+It always runs in fp32, also under autocast: fp16 sampling locations and weights are the usual cause
+of NaN gradients in DINO trained with AMP.
 
 Shapes: ``B`` images, ``Nq`` queries, ``Nv = sum(H_l * W_l)`` value tokens (levels flattened and
 concatenated fine to coarse), ``M`` heads, ``L`` levels, ``P`` points, ``D`` channels per head.
@@ -36,17 +37,18 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: Spatia
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2.0 * sampling_locations - 1.0  # grid_sample wants [-1, 1]
-    sampled = []
+    # [B, Nq, M, L, P] -> [B*M, 1, Nq, L, P]
+    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, num_levels, num_points)
+    output = 0
     for level, (h, w) in enumerate(spatial_shapes):
         # [B, h*w, M, D] -> [B*M, D, h, w]
         level_value = values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w)
         # [B, Nq, M, P, 2] -> [B*M, Nq, P, 2]
         level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))  # [B*M, D, Nq, P]
-    sampled = torch.stack(sampled, dim=-2)  # [B*M, D, Nq, L, P]
-    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, num_levels, num_points)
-    output = (sampled * weights).sum(dim=(-1, -2))  # [B*M, D, Nq]
+        sampled = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros",
+                                align_corners=False)  # [B*M, D, Nq, P]
+        # accumulate level by level: the peak memory stays one level's samples
+        output = output + (sampled * weights[..., level, :]).sum(-1)  # [B*M, D, Nq]
     return output.view(batch, heads * head_dim, num_queries).transpose(1, 2).contiguous()
 
 
