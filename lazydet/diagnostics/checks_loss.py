@@ -33,13 +33,17 @@ def rolling_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(values, window), axis=1)
 
 
+def loss_values(loss_dict: Mapping[str, object]) -> dict[str, float]:
+    """The loss terms as floats, with one device sync when they are tensors on one device."""
+    values = list(loss_dict.values())
+    if values and all(torch.is_tensor(v) for v in values) and len({v.device for v in values}) == 1:
+        return dict(zip(loss_dict, torch.stack([v.detach().float().sum() for v in values]).tolist()))
+    return {k: float(v) for k, v in loss_dict.items()}
+
+
 def non_finite_terms(loss_dict: Mapping[str, object]) -> list[str]:
     """Names of the loss terms that are NaN or inf."""
-    if not loss_dict:
-        return []
-    values = [v.detach().float().sum().cpu() if hasattr(v, "detach") else float(v) for v in loss_dict.values()]
-    finite = torch.isfinite(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])).tolist()
-    return [name for name, ok in zip(loss_dict, finite) if not ok]
+    return [k for k, v in loss_values(loss_dict).items() if not math.isfinite(v)]
 
 
 def check_non_finite_loss(loss_dict: Mapping[str, object], iteration=None, image_ids=(),

@@ -107,10 +107,11 @@ class DoctorHook(HookBase):
         it = t.iter
         model = _unwrap(t.model)
         losses = getattr(t, "last_loss_dict", None) or {}
-        bad_terms = L.non_finite_terms(losses)
-        gnorm, bad_params = grad_health(model)
-        if losses:
-            self.loss_series.append((it, float(sum(float(v) for v in losses.values()))))
+        values = L.loss_values(losses)  # one device sync
+        bad_terms = [k for k, v in values.items() if not math.isfinite(v)]
+        gnorm, bad_params = grad_health(model)  # one more
+        if values:
+            self.loss_series.append((it, sum(values.values())))
         if math.isfinite(gnorm):
             self.grad_series.append((it, gnorm))
         if not self._data_done and getattr(t, "last_batch", None) is not None:

@@ -57,7 +57,10 @@ def parameter_audit(model: nn.Module, optimizers, depth: int = 2) -> str:
         row["trainable" if p.requires_grad else "frozen"] += p.numel()
         for oi, gi in index[name]:
             g = opts[oi].param_groups[gi]
-            row["lrs"].add(f"{g['lr']:.2e}" + (f" (wd {g.get('weight_decay', 0):g})" if g.get("weight_decay") else ""))
+            base = g.get("initial_lr", g["lr"])
+            notes = ([f"now {g['lr']:.2e}"] if g["lr"] != base else []) + (
+                [f"wd {g['weight_decay']:g}"] if g.get("weight_decay") else [])
+            row["lrs"].add(f"{base:.2e}" + (f" ({', '.join(notes)})" if notes else ""))
         if p.requires_grad and not index[name]:
             row["no_opt"] += p.numel()
     lines = ["| module | trainable | frozen | not in optimizer | lr per group |", "|---|---:|---:|---:|---|"]
@@ -186,7 +189,7 @@ def run_preflight(trainer, settings: dict, report: DoctorReport, cfg=None) -> No
         except Exception as e:  # the preflight must not kill a run; say why it could not check
             lines.append(f"- Ground truth as predictions: could not run ({type(e).__name__}: {e})")
             logger.warning(f"[doctor] ground-truth evaluation skipped: {type(e).__name__}: {e}")
-    lines += ["", "Parameter audit (lr as set at the start of training):", "",
+    lines += ["", "Parameter audit (base lr of each group, and the lr at the first step when the schedule scales it):", "",
               parameter_audit(model, trainer.optimizer, settings["audit_depth"])]
     report.sections["Preflight"] = "\n".join(lines)
     logger.info("[doctor] preflight:\n" + "\n".join(lines))
