@@ -40,9 +40,8 @@ SIGNAL_ACTIONS = {signal.SIGUSR1: REQUEUE, signal.SIGUSR2: REQUEUE, signal.SIGTE
 class PreemptionHook(HookBase):
     """Checkpoint-stop-requeue on SIGUSR1/SIGUSR2 and checkpoint-stop on SIGTERM (see the module docstring).
 
-    `requeue=None` requeues only inside a SLURM batch job (SLURM_JOB_ID set and `scontrol` found).
-    Put this hook last: its `after_train` (the requeue, which makes SLURM kill the job's processes) must
-    run after the other hooks have flushed their logs.
+    `requeue=None` requeues only inside a SLURM job (SLURM_JOB_ID set). The requeue itself runs when rank
+    0's process exits, after every other hook and writer, because it makes SLURM end the job's processes.
     """
 
     def __init__(self, requeue: bool | None = None, signal_actions: dict | None = None):

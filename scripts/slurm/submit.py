@@ -1,7 +1,7 @@
 """Submit a lazydet training to SLURM with submitit (the `[slurm]` extra); one task per GPU, requeue-safe.
 
-    python -m scripts.slurm.submit --config-file RECIPE.py --nodes 2 --gpus-per-node 4 \
-        --partition P --time 72:00:00 [key=value ...]
+    python -m scripts.slurm.submit --config-file RECIPE.py --nodes 2 --gpus-per-node 4
+        --partition P --time 72:00:00 [key=value ...]      (one command line)
 
 Every task runs `python -m scripts.train_net --config-file RECIPE.py --resume key=value ...` with its rank
 from SLURM. Near the time limit SLURM sends submitit's warning signal (USR2, `--signal-delay` seconds
