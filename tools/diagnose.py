@@ -3,8 +3,9 @@
     python -m tools.diagnose OUTPUT_DIR [--window N] [--warmup-iters N] [--write]
 
 Reads OUTPUT_DIR/metrics.json (JSON lines, a half-written last line of a running job is skipped) and the
-doctor settings of the run from OUTPUT_DIR/config.yaml when present. The settings' windows (in iterations) are
-converted to logged rows (one per `train.log_period` iterations); --window is in rows. Exit status: 0 no problem, 1 problems found, 2 bad input.
+doctor settings of the run from OUTPUT_DIR/config.yaml when present. The settings' windows (in
+iterations) are converted to logged rows (one per `train.log_period` iterations); --window is in rows.
+Exit status: 0 no problem, 1 problems found, 2 bad input.
 """
 from __future__ import annotations
 

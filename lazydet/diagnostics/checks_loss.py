@@ -161,21 +161,26 @@ def check_metric_at_chance(evals: Series, *, min_evals: int = 3, chance: float =
                    int(it[-1]), {"values": v.tolist()})
 
 
-def run_series_checks(loss: Series, grad_norm: Series, evals: Series, val_loss: Series, settings: dict) -> list:
+def run_series_checks(loss: Series, grad_norm: Series, evals: Series, val_loss: Series, settings: dict,
+                      max_points: int = 5000) -> list:
     """Every series check with the doctor's settings (`train.doctor`, merged); the hook and tools/diagnose
-    share this. The validation side of noisy-flat is the validation loss when logged, else the metric."""
+    share this. The validation side of noisy-flat is the validation loss when logged, else the metric.
+    Divergence looks at the last `max_points` points (bounded cost on long runs); the slope test compares
+    the first window of the run with the last."""
     s, ls, g, e = settings, settings["loss"], settings["grad"], settings["eval"]
+    w = ls["window"]
+    head_tail = list(loss) if len(loss) <= 2 * w else list(loss[:w]) + list(loss[-w:])
     found = [
-        check_divergence(loss, window=max(ls["window"] // 2, 1), ratio=ls["divergence_ratio"],
-                         min_points=ls["window"]),
-        check_grad_explosion(grad_norm, recent=g["recent"], baseline=g["baseline"], ratio=g["explosion_ratio"]),
-        check_no_learning(loss, warmup=s["warmup_iters"], window=ls["window"], min_rel_drop=ls["no_learning_min_drop"],
+        check_divergence(loss[-max_points:], window=max(w // 2, 1), ratio=ls["divergence_ratio"], min_points=w),
+        check_grad_explosion(grad_norm[-max_points:], recent=g["recent"], baseline=g["baseline"],
+                             ratio=g["explosion_ratio"]),
+        check_no_learning(head_tail, warmup=s["warmup_iters"], window=w, min_rel_drop=ls["no_learning_min_drop"],
                           p_value=ls["no_learning_p_value"]),
         check_metric_at_chance(evals, min_evals=e["min_evals"], chance=e["chance"], name=e["metric"]),
     ]
     use_val_loss = len(val_loss) >= e["min_evals"] and len(val_loss) >= len(evals)
     found.append(check_noisy_flat(
-        loss, val_loss if use_val_loss else evals, window=ls["window"], cv_threshold=ls["noisy_cv"],
+        loss[-max_points:], val_loss if use_val_loss else evals, window=w, cv_threshold=ls["noisy_cv"],
         min_evals=e["min_evals"], val_name="val/total_loss" if use_val_loss else e["metric"],
         rel_tol=e["flat_rel_tol"], abs_tol=0.0 if use_val_loss else e["flat_abs_tol"]))
     return [f for f in found if f is not None]

@@ -187,9 +187,11 @@ def run_preflight(trainer, settings: dict, report: DoctorReport, cfg=None) -> No
                                    f"bbox/AP {ap} (AP50 {res.get('bbox/AP50')}) with ground truth as predictions "
                                    f"on {settings['gt_eval_images']} val images; expected 100"))
         except Exception as e:  # the preflight must not kill a run; say why it could not check
-            lines.append(f"- Ground truth as predictions: could not run ({type(e).__name__}: {e})")
-            logger.warning(f"[doctor] ground-truth evaluation skipped: {type(e).__name__}: {e}")
-    lines += ["", "Parameter audit (base lr of each group, and the lr at the first step when the schedule scales it):", "",
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            lines.append(f"- Ground truth as predictions: could not run ({why})")
+            logger.warning(f"[doctor] ground-truth evaluation skipped: {why}")
+    lines += ["", "Parameter audit (base lr of each group; 'now': the lr of the first step, when the schedule "
+              "scales it):", "",
               parameter_audit(model, trainer.optimizer, settings["audit_depth"])]
     report.sections["Preflight"] = "\n".join(lines)
     logger.info("[doctor] preflight:\n" + "\n".join(lines))

@@ -45,8 +45,9 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def run(cfg, iters: int, settings=None, mutate=None, mutate_model=None, seed: int = 0):
-    """Trains `iters` iterations; returns (doctor hook, trainer, the error training died of or None). `mutate_model(model)` runs before the
-    optimizer is built, `mutate(model, optimizer, loader) -> (model, optimizer, loader)` after."""
+    """Trains `iters` iterations; returns (doctor hook, trainer, the error training died of or None).
+    `mutate_model(model)` runs before the optimizer is built; `mutate(model, optimizer, loader)` after it,
+    returning the (possibly replaced) triple."""
     torch.manual_seed(seed)
     model = instantiate(cfg.model)
     if mutate_model is not None:
@@ -59,7 +60,8 @@ def run(cfg, iters: int, settings=None, mutate=None, mutate_model=None, seed: in
     trainer = Trainer(model, loader, optimizer, max_iter=iters, cfg=cfg, device="cpu",
                       output_dir=cfg.train.output_dir)
     doctor = DoctorHook(merge(FAST, settings or {}), cfg=cfg)
-    scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), cfg.train.max_iter)  # the recipe's schedule
+    # the recipe's own schedule (its warm-up and steps), whatever the length of this short run
+    scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), cfg.train.max_iter)
     trainer.register_hooks([LRScheduler(scheduler), doctor])
     try:
         trainer.train()

@@ -13,8 +13,9 @@ def make_batch(seed=0, n_images=4, boxes_per_image=5, num_classes=4, fmt="cxcywh
         wh = 0.05 + torch.rand(boxes_per_image, 2, generator=g) * 0.25
         xyxy = torch.cat([xy0, (xy0 + wh).clamp(max=1.0)], 1)
         boxes = xyxy if fmt == "xyxy" else box_convert(xyxy, "xyxy", "cxcywh")
-        targets.append({"image_id": 100 * seed + i, "labels": torch.randint(0, num_classes, (boxes_per_image,), generator=g),
-                        "boxes": boxes, "size": torch.tensor(size), "orig_size": torch.tensor(size)})
+        labels = torch.randint(0, num_classes, (boxes_per_image,), generator=g)
+        targets.append({"image_id": 100 * seed + i, "labels": labels, "boxes": boxes,
+                        "size": torch.tensor(size), "orig_size": torch.tensor(size)})
     images = torch.randint(0, 256, (n_images, 3) + size, dtype=torch.uint8, generator=g)
     return {"images": images, "pixel_mask": torch.ones((n_images,) + size, dtype=torch.bool), "targets": targets}
 
@@ -78,7 +79,8 @@ def test_empty_targets_and_imbalance():
 
 def test_inputs_not_normalised_from_model_stats_and_from_backbone_hook():
     assert "inputs_not_normalised" in findings([make_batch()], Model(mean=(0, 0, 0), std=(1, 1, 1)))
-    assert "inputs_not_normalised" in findings([make_batch()], Model(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    unit_scale = Model(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))  # 0..1 statistics on 0..255 pixels
+    assert "inputs_not_normalised" in findings([make_batch()], unit_scale)
     s = DataSample()
     backbone = torch.nn.Identity()
     rec = InputStatsRecorder(backbone, s)
