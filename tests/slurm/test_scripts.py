@@ -38,3 +38,39 @@ def test_sbatch_files_request_what_preemption_needs(name):
                                           ("10:30", 10), ("0-0:0:30", 1)])
 def test_parse_slurm_time(text, minutes):
     assert parse_slurm_time(text) == minutes
+
+
+@pytest.mark.slurm  # needs scontrol and a slurm.conf (for `scontrol show hostnames`), no job is run
+def test_multinode_body_rendezvous_and_srun_command(slurm_env, tmp_path):
+    """train_multinode.sbatch run as SLURM would on 3 nodes, with a stand-in `srun` that records what it got:
+    MASTER_ADDR is the first host of the node list, MASTER_PORT the job-id port lazydet's launch also
+    derives, and every task runs train_net directly (no shell in between) with --resume and the overrides."""
+    from lazydet.engine.launch import slurm_port
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_srun = bin_dir / "srun"
+    fake_srun.write_text('#!/bin/sh\necho "MASTER=$MASTER_ADDR:$MASTER_PORT CUDA=${CUDA_VISIBLE_DEVICES-unset}"\n'
+                         'echo "ARGS=$*"\n')
+    fake_srun.chmod(0o755)
+    env = {**slurm_env, "PATH": f"{bin_dir}:{slurm_env['PATH']}", "SLURM_JOB_ID": "123456",
+           "SLURM_JOB_NODELIST": "gpu[03-05]", "SLURM_JOB_NUM_NODES": "3", "SLURM_NTASKS": "24",
+           "LAZYDET_DEVICE": "cpu"}
+    env.pop("MASTER_ADDR", None), env.pop("MASTER_PORT", None)
+    out = subprocess.run(["bash", str(SLURM_DIR / "train_multinode.sbatch"), "tests/slurm/toy_recipe.py",
+                          "train.max_iter=7"], capture_output=True, text=True, env=env, timeout=60,
+                         cwd=SLURM_DIR.parents[1])
+    assert out.returncode == 0, out.stderr
+    assert f"MASTER=gpu03:{slurm_port('123456')} CUDA=\n" in out.stdout
+    assert ("ARGS=--kill-on-bad-exit=1 --label python -u -m scripts.train_net --config-file "
+            "tests/slurm/toy_recipe.py --resume train.max_iter=7 train.device=cpu") in out.stdout
+    assert "24 tasks on 3 node(s) [gpu[03-05]], rendezvous gpu03" in out.stdout
+
+
+def test_sbatch_usage_errors_are_one_clear_line(tmp_path):
+    repo = SLURM_DIR.parents[1]
+    for args, expected in (([], "usage: sbatch scripts/slurm/train.sbatch RECIPE.py"),
+                           (["no/such/recipe.py"], "recipe 'no/such/recipe.py' not found")):
+        out = subprocess.run(["bash", str(SLURM_DIR / "train.sbatch"), *args], capture_output=True, text=True,
+                             cwd=repo, timeout=60, env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "1"})
+        assert out.returncode == 2 and expected in out.stderr, out.stderr
