@@ -48,3 +48,11 @@ class EarlyStopHook(HookBase):
                     self.report.add(Finding("early_stopped", "info", reason, it))
                 raise StopTraining(f"early stop: {reason}")
         self._seen = len(series)
+
+    def state_dict(self) -> dict:  # saved in checkpoints by the trainer, so a resumed run keeps its patience
+        s = self.stopper
+        return {"best": s.best, "best_iter": s.best_iter, "bad_evals": s.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        s = self.stopper
+        s.best, s.best_iter, s.bad_evals = state.get("best"), state.get("best_iter"), int(state.get("bad_evals", 0))

@@ -84,4 +84,9 @@ def merge_settings(user, defaults=None, path="train.doctor") -> dict:
             out[key] = merge_settings(value, out[key], f"{path}.{key}")
         else:
             out[key] = value
+    if defaults is None:
+        from .findings import CATALOG
+        unknown = [n for n in out["stop_on"] if n not in CATALOG]
+        if unknown:
+            raise KeyError(f"{path}.stop_on names unknown findings {unknown}; known: {', '.join(CATALOG)}")
     return out

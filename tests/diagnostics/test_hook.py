@@ -139,6 +139,8 @@ def test_unknown_finding_and_setting_are_one_line_errors():
     with pytest.raises(KeyError, match=r"train.doctor.loss.windw; did you mean: window"):
         merge_settings({"loss": {"windw": 3}})
     assert merge_settings({"loss": {"window": 3}})["loss"]["divergence_ratio"] == 2.0
+    with pytest.raises(KeyError, match=r"train.doctor.stop_on names unknown findings \['diverge'\]"):
+        merge_settings({"stop_on": ["diverge"]})
 
 
 def test_early_stopper_patience_and_min_delta():
@@ -165,6 +167,11 @@ def test_early_stop_hook_stops_training_with_reason(tmp_path):
     trainer.train()
     assert trainer.stop_reason.startswith("early stop: bbox/AP did not improve")
     assert trainer.iter < 20 and "early_stopped" in doctor.report.findings
+    state = trainer.hooks[-1].state_dict()
+    assert state == {"best": 5.0, "best_iter": 5, "bad_evals": 3}
+    again = EarlyStopHook("bbox/AP", "max", 3)
+    again.load_state_dict(state)
+    assert again.stopper.update(5.0, 20).startswith("bbox/AP did not improve")
     assert "early_stopped" in (tmp_path / "doctor_report.md").read_text()
 
 
