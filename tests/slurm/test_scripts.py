@@ -1,5 +1,6 @@
 """Static checks of the SLURM scripts (no cluster needed)."""
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from scripts.slurm.submit import parse_slurm_time
 
 SLURM_DIR = Path(__file__).resolve().parents[2] / "scripts" / "slurm"
+RECIPE = "tests/slurm/toy_recipe.py"
 SCRIPTS = ["train.sbatch", "train_multinode.sbatch", "srun_train.sh", "local_cluster.sh"]
 
 
@@ -74,3 +76,20 @@ def test_sbatch_usage_errors_are_one_clear_line(tmp_path):
         out = subprocess.run(["bash", str(SLURM_DIR / "train.sbatch"), *args], capture_output=True, text=True,
                              cwd=repo, timeout=60, env={"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "1"})
         assert out.returncode == 2 and expected in out.stderr, out.stderr
+
+
+def test_submit_dry_run_prints_the_sbatch_script(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--nodes", "2",
+         "--gpus-per-node", "4", "--partition", "P", "--time", "3-00:00:00", "--dry-run",
+         f"train.output_dir={tmp_path}", "train.max_iter=5"],
+        capture_output=True, text=True, cwd=SLURM_DIR.parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr
+    script = out.stdout
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --partition=P", "#SBATCH --time=4320", "#SBATCH --requeue", "#SBATCH --signal=USR2@180"):
+        assert line in script.splitlines(), line
+    assert f"--config-file {RECIPE} --resume train.output_dir={tmp_path} train.max_iter=5" in script
+    bad = subprocess.run([sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--dry-run",
+                          "train.max_itre=5"], capture_output=True, text=True, cwd=SLURM_DIR.parents[1], timeout=120)
+    assert bad.returncode != 0 and "max_itre" in bad.stderr and "Traceback" not in bad.stderr
