@@ -199,3 +199,13 @@ def test_build_doctor_hooks_follows_settings():
     cfg = OmegaConf.create({"train": {"doctor": {"enabled": False, "early_stop": {"enabled": True}}},
                             "dataloader": {"test": {}}})
     assert [type(h).__name__ for h in build_doctor_hooks(cfg)] == ["EarlyStopHook"]
+
+
+def test_schedule_warmup_from_the_recipe():
+    from omegaconf import OmegaConf
+
+    from lazydet.diagnostics.hook import schedule_warmup
+    assert schedule_warmup(OmegaConf.create({"lr_multiplier": {"warmup_iters": 50}})) == 50
+    cfg = OmegaConf.create({"lr_multiplier": {"warmup_length": 0.01}, "train": {"max_iter": 90000}})
+    assert schedule_warmup(cfg) == 900
+    assert schedule_warmup(OmegaConf.create({"train": {}})) == 0
