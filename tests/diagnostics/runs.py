@@ -14,7 +14,6 @@ from lazydet.solver import LRMultiplier
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(REPO, "projects/dino_dinov2/configs/synthetic/dino_dinov2_quickstart.py")
-STANDIN = os.path.join(REPO, "tests/diagnostics/tiny_dino_recipe.py")
 
 # Fast settings: every start-up check is judged within the first 3 iterations; the preflight's
 # ground-truth evaluation is off unless a test turns it on.
@@ -27,8 +26,8 @@ SMALL = ["dataloader.train.total_batch_size=4", "dataloader.train.num_workers=0"
 
 
 def recipe_path() -> str:
-    """The quickstart recipe; the stand-in only where the quickstart is absent."""
-    return QUICKSTART if os.path.isfile(QUICKSTART) else STANDIN
+    """The quickstart recipe (real model, data, optimizer and schedule), sized down by SMALL."""
+    return QUICKSTART
 
 
 def load_cfg(overrides=(), output_dir="/tmp/doctor_test"):
