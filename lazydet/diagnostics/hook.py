@@ -120,7 +120,9 @@ class DoctorHook(HookBase):
             self._grad_presence.observe(model)
         if bad_terms or bad_params:
             self._non_finite(it, losses, bad_terms, bad_params)
-        elif self._probe_due(it):
+            return
+        self._fp16_overflows = 0  # only consecutive overflows count
+        if self._probe_due(it):
             self._probe.before_step(t.optimizer)
             self._probing = True
 

@@ -209,3 +209,23 @@ def test_schedule_warmup_from_the_recipe():
     cfg = OmegaConf.create({"lr_multiplier": {"warmup_length": 0.01}, "train": {"max_iter": 90000}})
     assert schedule_warmup(cfg) == 900
     assert schedule_warmup(OmegaConf.create({"train": {}})) == 0
+
+
+def test_fp16_overflow_is_tolerated_until_it_persists():
+    from types import SimpleNamespace
+
+    from lazydet.engine import StopTraining
+
+    class Scaler:
+        def is_enabled(self):
+            return True
+
+    doctor = DoctorHook(dict(max_fp16_overflow_steps=3))
+    doctor.trainer = SimpleNamespace(grad_scaler=Scaler(), last_batch=None, skip_step=False)
+    for it in range(3):  # the GradScaler skips these steps itself
+        doctor._non_finite(it, {}, [], ["head.weight"])
+    assert doctor.report.findings == {} and doctor.trainer.skip_step is False
+    with pytest.raises(StopTraining, match="non_finite_grad at iteration 3"):
+        doctor._non_finite(3, {}, [], ["head.weight"])
+    assert doctor.report.findings["non_finite_grad"].data["params"] == ["head.weight"]
+    assert doctor.trainer.skip_step is True
