@@ -125,18 +125,18 @@ def coefficient_of_variation(values: np.ndarray, detrend: bool = True) -> float:
 
 
 def is_flat(series: Series, *, min_points: int = 3, rel_tol: float = 0.05, abs_tol: float = 0.5) -> bool:
-    """The last `min_points` values vary by less than max(abs_tol, rel_tol * |mean|)."""
+    """At least `min_points` values, all within max(abs_tol, rel_tol * |mean|) of each other: the series
+    never moved (a run that improved and then converged is not flat)."""
     _, v = _arrays(series)
     if len(v) < min_points:
         return False
-    last = v[-min_points:]
-    return float(last.max() - last.min()) <= max(abs_tol, rel_tol * abs(float(last.mean())))
+    return float(v.max() - v.min()) <= max(abs_tol, rel_tol * abs(float(v.mean())))
 
 
 def check_noisy_flat(train_loss: Series, val_series: Series, *, window: int = 50, cv_threshold: float = 0.25,
                      min_evals: int = 3, val_name: str = "bbox/AP", rel_tol: float = 0.05,
                      abs_tol: float = 0.5) -> Finding | None:
-    """High coefficient of variation of the recent train loss while the validation series is flat."""
+    """High coefficient of variation of the recent train loss while the validation series never moved."""
     it, v = _arrays(train_loss)
     if len(v) < window or not is_flat(val_series, min_points=min_evals, rel_tol=rel_tol, abs_tol=abs_tol):
         return None
@@ -146,8 +146,8 @@ def check_noisy_flat(train_loss: Series, val_series: Series, *, window: int = 50
     _, val = _arrays(val_series)
     return Finding("noisy_flat", "warning",
                    f"train loss CV {cv:.2f} (> {cv_threshold}) over the last {window} logged iters while {val_name} "
-                   f"stayed within {val[-min_evals:].min():.4g}..{val[-min_evals:].max():.4g} over {min_evals} "
-                   f"evaluations", int(it[-1]), {"cv": cv})
+                   f"stayed within {val.min():.4g}..{val.max():.4g} over all {len(val)} evaluations",
+                   int(it[-1]), {"cv": cv})
 
 
 def check_metric_at_chance(evals: Series, *, min_evals: int = 3, chance: float = 0.5,

@@ -83,6 +83,8 @@ def test_noisy_flat_needs_both_noise_and_flat_validation():
     f = L.check_noisy_flat(series(noisy), flat_ap)
     assert f is not None and f.name == "noisy_flat" and f.data["cv"] > 0.25
     assert L.check_noisy_flat(series(noisy), rising_ap) is None
+    converged = series([1.0, 20.0, 30.0, 30.1, 30.2])  # improved, then converged: not "flat"
+    assert L.check_noisy_flat(series(noisy), converged) is None
     assert L.check_noisy_flat(series(healthy_loss()), flat_ap) is None
     assert L.check_noisy_flat(series(noisy), flat_ap[:2]) is None  # not enough evaluations
 
