@@ -12,8 +12,9 @@ from .conftest import REPO, job_info, sbatch, wait_for_job, wait_until
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 RECIPE = "tests/slurm/toy_recipe.py"
-# 2 CPU tasks on the 2-core node; cluster-specific #SBATCH lines of train.sbatch overridden for CPU.
-CPU_JOB = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=10"]
+# 2 CPU tasks on the 2-core node; cluster-specific #SBATCH lines of train.sbatch overridden for CPU. A long
+# --time keeps the USR1@180 warning far away even on a loaded machine (the tests signal the job themselves).
+CPU_JOB = ["--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=30"]
 
 
 def read_metrics(out_dir):
@@ -26,7 +27,7 @@ def test_train_sbatch_quickstart_two_cpu_ranks_runs_to_the_end_with_collective_e
     env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
     job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", "tests/slurm/quickstart_tiny.py",
                  f"train.output_dir={out}")
-    info = wait_for_job(env, job, timeout=240, log=log)
+    info = wait_for_job(env, job, timeout=420, log=log)
     text = log.read_text()
     assert info["JobState"] == "COMPLETED", text[-3000:]
     assert f"job {job} restart 0: 2 tasks" in text
@@ -49,14 +50,14 @@ def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm
     period, max_iter = 10, 40
     job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
                  f"train.output_dir={out}", f"train.max_iter={max_iter}", f"train.checkpointer.period={period}",
-                 "train.eval_period=0", "dataloader.train.step_sleep=0.2")
+                 "train.eval_period=0", "dataloader.train.step_sleep=0.3")
 
     def past_iteration(n):
         return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))
 
-    wait_until(lambda: past_iteration(9), 120, "the job to pass iteration 9")
+    wait_until(lambda: past_iteration(9), 300, "the job to pass iteration 9")
     subprocess.run(["scancel", "--signal=USR1", job], env=env, check=True, timeout=30)
-    info = wait_for_job(env, job, timeout=240, log=log)
+    info = wait_for_job(env, job, timeout=420, log=log)
     text = log.read_text()
     assert info["JobState"] == "COMPLETED", text[-3000:]
     assert info["Restarts"] == "1"
@@ -89,8 +90,8 @@ def test_submitit_job_survives_preemption_and_completes(slurm_env, tmp_path):
     out, max_iter = tmp_path / "run", 40
     res = subprocess.run(
         [sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--cpu", "--gpus-per-node", "0",
-         "--ntasks-per-node", "2", "--cpus-per-task", "1", "--time", "10", f"train.output_dir={out}",
-         f"train.max_iter={max_iter}", "train.eval_period=0", "dataloader.train.step_sleep=0.2"],
+         "--ntasks-per-node", "2", "--cpus-per-task", "1", "--time", "30", f"train.output_dir={out}",
+         f"train.max_iter={max_iter}", "train.eval_period=0", "dataloader.train.step_sleep=0.3"],
         capture_output=True, text=True, cwd=REPO, env=slurm_env, timeout=120)
     assert res.returncode == 0, res.stderr
     job = re.search(r"submitted job (\d+)", res.stdout).group(1)
@@ -99,9 +100,9 @@ def test_submitit_job_survives_preemption_and_completes(slurm_env, tmp_path):
     def past_iteration(n):
         return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))
 
-    wait_until(lambda: past_iteration(9), 120, "the submitit job to pass iteration 9")
+    wait_until(lambda: past_iteration(9), 300, "the submitit job to pass iteration 9")
     subprocess.run(["scancel", "--signal=USR2", job], env=slurm_env, check=True, timeout=30)
-    info = wait_for_job(slurm_env, job, timeout=240, log=stdout_log)
+    info = wait_for_job(slurm_env, job, timeout=420, log=stdout_log)
     assert info["JobState"] == "COMPLETED", job_info(slurm_env, job)
     assert info["Restarts"] == "1"
     rank0_log = (out / "log.txt").read_text()

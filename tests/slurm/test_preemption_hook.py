@@ -175,7 +175,7 @@ def test_two_ranks_agree_when_only_one_was_signalled(tmp_path, fake_scontrol):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(300)
     assert [p.exitcode for p in procs] == [0, 0]
     results = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     assert results == ["3 preempted", "3 preempted"]  # rank 0 stopped too, at the same iteration
