@@ -112,6 +112,17 @@ def relative_drop(losses, k: int = 5) -> float:
     return 1.0 - last / first if first else 0.0
 
 
+def still_falling(losses, tail: float = 0.2, p_value: float = 0.05) -> bool:
+    """The last `tail` share of the curve has a significantly negative slope (one-sided regression test)."""
+    from scipy import stats
+    n = max(5, int(len(losses) * tail))
+    y = np.asarray(losses[-n:], float)
+    if len(y) < 5 or not np.isfinite(y).all():
+        return False
+    fit = stats.linregress(np.arange(len(y)), y)
+    return fit.slope < 0 and fit.pvalue / 2 < p_value
+
+
 def lr_range_test(model, optimizer, batches, start: float, end: float, iters: int, clip: float | None = None,
                   beta: float = 0.9, stop_factor: float = 4.0) -> tuple[list, list]:
     """Raises every group's lr exponentially from `start` to `end` (keeping the groups' lr ratios), one

@@ -19,6 +19,12 @@ def test_suggest_lr_on_a_synthetic_range_test():
     assert flat["steepest"] is None
 
 
+def test_still_falling():
+    rng = np.random.default_rng(0)
+    assert probes.still_falling(list(np.linspace(10, 2, 100) + 0.1 * rng.standard_normal(100)))
+    assert not probes.still_falling(list(np.r_[np.linspace(10, 2, 50), 2 + 0.1 * rng.standard_normal(50)]))
+
+
 def test_relative_drop():
     assert abs(probes.relative_drop([10] * 5 + [5] * 10 + [1] * 5) - 0.9) < 1e-12
 
