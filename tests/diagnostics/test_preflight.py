@@ -58,3 +58,28 @@ def test_gt_as_predictions_converts_to_original_pixels():
     out = GroundTruthAsPredictions()({"targets": [t]})[0]
     assert torch.allclose(out["boxes"], torch.tensor([[160.0, 40.0, 240.0, 60.0]]))
     assert out["labels"].tolist() == [2] and out["scores"].tolist() == [1.0]
+
+
+def test_random_flip_in_the_test_mapper_is_caught_by_the_gt_evaluation():
+    """Planted data-path fault: training augmentation (random flips) in the test mapper; the targets are
+    mirrored, the evaluator's json is not, so ground truth scores below AP 100."""
+    from types import SimpleNamespace
+
+    from lazydet.config import LazyCall as L
+    from lazydet.config import LazyConfig
+    from lazydet.data import resize_flip_augmentation
+    from lazydet.diagnostics.findings import DoctorReport
+    from lazydet.diagnostics.preflight import run_preflight
+    from lazydet.diagnostics.settings import DEFAULTS
+
+    cfg = LazyConfig.load("configs/common/data/synthetic_shapes.py")
+    cfg.dataloader.test.num_workers = 0
+    cfg.dataloader.test.mapper.augmentation = L(resize_flip_augmentation)(min_sizes=[140], max_size=None, flip=True)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    trainer = SimpleNamespace(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), cfg=cfg,
+                              data_loader=None, checkpointer=None)
+    report = DoctorReport(log=False)
+    run_preflight(trainer, dict(DEFAULTS["preflight"], gt_eval_images=12), report, cfg)
+    f = report.findings["gt_eval_not_perfect"]
+    assert f.severity == "error" and "expected 100" in f.evidence
