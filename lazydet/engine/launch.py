@@ -52,7 +52,13 @@ def env_launched() -> str:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return "torchrun"
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-        return "slurm"
+        # A batch script also has SLURM_PROCID=0 and SLURM_NTASKS=N: only tasks started by srun (a job
+        # step) are ranks; python run directly in the script would wait for N-1 ranks that never come.
+        if "SLURM_STEP_ID" in os.environ:
+            return "slurm"
+        print(f"[lazydet] SLURM_NTASKS={os.environ['SLURM_NTASKS']} but this process was not started by srun: "
+              "launching as on one machine (--num-gpus); use `srun` (scripts/slurm/train.sbatch) for one "
+              "task per GPU", flush=True)
     return ""
 
 

@@ -93,3 +93,18 @@ def test_submit_dry_run_prints_the_sbatch_script(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "scripts.slurm.submit", "--config-file", RECIPE, "--dry-run",
                           "train.max_itre=5"], capture_output=True, text=True, cwd=SLURM_DIR.parents[1], timeout=120)
     assert bad.returncode != 0 and "max_itre" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_launch_takes_ranks_from_srun_tasks_not_from_the_batch_script(monkeypatch):
+    """Inside `sbatch --ntasks=2` the batch script itself has SLURM_PROCID=0 and SLURM_NTASKS=2 (checked on
+    the local cluster); only srun-started tasks (SLURM_STEP_ID set) are ranks, else rank 0 would wait for
+    a rank 1 that never starts."""
+    from lazydet.engine.launch import env_launched
+
+    for var in ("RANK", "WORLD_SIZE", "SLURM_STEP_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert env_launched() == ""  # python run directly in the batch script
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert env_launched() == "slurm"  # a task of `srun`

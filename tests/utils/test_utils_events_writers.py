@@ -159,11 +159,12 @@ def test_first_slurm_host_parsing(nodelist, first, monkeypatch):
 def test_slurm_port_and_env_detection(monkeypatch):
     assert launch_mod.slurm_port("123456") == 15000 + 123456 % 20000
     assert launch_mod.slurm_port("123456") == launch_mod.slurm_port("123456")
-    for k in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
+    for k in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_STEP_ID"):
         monkeypatch.delenv(k, raising=False)
     assert launch_mod.env_launched() == ""
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")  # a task started by srun
     assert launch_mod.env_launched() == ""  # one task: spawn locally (--num-gpus)
     monkeypatch.setenv("SLURM_NTASKS", "8")
     assert launch_mod.env_launched() == "slurm"
