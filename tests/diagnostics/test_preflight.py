@@ -1,4 +1,6 @@
 """Preflight pieces: batch/lr against a reference, the audit table, load coverage, GT-as-predictions."""
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -6,6 +8,7 @@ from torch import nn
 from lazydet.checkpoint.load_report import load_state_into
 from lazydet.diagnostics.preflight import (GroundTruthAsPredictions, check_batch_and_lr, check_load_coverage,
                                            gt_eval, parameter_audit)
+from tests.diagnostics.runs import REPO
 
 
 def test_batch_and_lr_linear_scaling():
@@ -46,7 +49,7 @@ def test_load_coverage_within_the_target_module():
 
 def test_gt_as_predictions_reaches_ap_100_on_the_real_eval_path():
     from lazydet.config import LazyConfig
-    cfg = LazyConfig.load("configs/common/data/synthetic_shapes.py")
+    cfg = LazyConfig.load(os.path.join(REPO, "configs/common/data/synthetic_shapes.py"))
     cfg.dataloader.test.num_workers = 0
     res = gt_eval(cfg, 6)
     assert res["bbox/AP"] == pytest.approx(100.0)
@@ -72,7 +75,7 @@ def test_random_flip_in_the_test_mapper_is_caught_by_the_gt_evaluation():
     from lazydet.diagnostics.preflight import run_preflight
     from lazydet.diagnostics.settings import DEFAULTS
 
-    cfg = LazyConfig.load("configs/common/data/synthetic_shapes.py")
+    cfg = LazyConfig.load(os.path.join(REPO, "configs/common/data/synthetic_shapes.py"))
     cfg.dataloader.test.num_workers = 0
     cfg.dataloader.test.mapper.augmentation = L(resize_flip_augmentation)(min_sizes=[140], max_size=None, flip=True)
     torch.manual_seed(0)
