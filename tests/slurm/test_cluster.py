@@ -45,12 +45,13 @@ def test_train_sbatch_quickstart_two_cpu_ranks_runs_to_the_end_with_collective_e
 
 
 def test_usr1_checkpoints_requeues_and_resumes_to_the_same_final_iteration(slurm_env, tmp_path):
+    """The batches come from a forked data-loader worker, which gets the signal too and must survive it."""
     out, log = tmp_path / "run", tmp_path / "job.out"
     env = {**slurm_env, "LAZYDET_DEVICE": "cpu"}
     period, max_iter = 10, 40
     job = sbatch(env, *CPU_JOB, f"--output={log}", "scripts/slurm/train.sbatch", RECIPE,
                  f"train.output_dir={out}", f"train.max_iter={max_iter}", f"train.checkpointer.period={period}",
-                 "train.eval_period=0", "dataloader.train.step_sleep=0.3")
+                 "train.eval_period=0", "dataloader.train.step_sleep=0.3", "dataloader.train.num_workers=1")
 
     def past_iteration(n):
         return (out / "metrics.json").exists() and any(m["iteration"] >= n for m in read_metrics(out))

@@ -28,19 +28,36 @@ class ToyRegressor(nn.Module):
 
 
 class ToyLoader:
-    """Infinite batches {"x", "y"}; `step_sleep` seconds per batch make a run last long enough to signal it."""
+    """Infinite batches {"x", "y"}; `step_sleep` seconds per batch make a run last long enough to signal it.
+    `num_workers > 0` produces them in torch DataLoader worker processes (forked), like the real loaders:
+    SLURM's signal reaches those processes too."""
 
-    def __init__(self, batch_size: int = 4, dim: int = 8, step_sleep: float = 0.0, dataset_size: int = 64):
+    def __init__(self, batch_size: int = 4, dim: int = 8, step_sleep: float = 0.0, dataset_size: int = 64,
+                 num_workers: int = 0):
         self.batch_size, self.dim, self.step_sleep = batch_size, dim, step_sleep
         self.dataset_size, self.total_batch_size = dataset_size, batch_size
+        self.num_workers = num_workers
         self.w = torch.linspace(-1, 1, dim).reshape(dim, 1)
 
-    def __iter__(self):
+    def batches(self):
         while True:
             if self.step_sleep:
                 time.sleep(self.step_sleep)
             x = torch.randn(self.batch_size, self.dim)
             yield {"x": x, "y": x @ self.w}
+
+    def __iter__(self):
+        if not self.num_workers:
+            return self.batches()
+        return iter(torch.utils.data.DataLoader(_Stream(self), batch_size=None, num_workers=self.num_workers))
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __init__(self, loader: ToyLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        return self.loader.batches()
 
 
 class ToyTestLoader:

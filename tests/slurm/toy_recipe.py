@@ -14,7 +14,7 @@ from ...configs.common.train import train
 
 model = L(ToyRegressor)(dim=8, hidden=16)
 dataloader = dict(
-    train=L(ToyLoader)(batch_size=4, dim=8, step_sleep=0.0),
+    train=L(ToyLoader)(batch_size=4, dim=8, step_sleep=0.0, num_workers=0),
     test=L(ToyTestLoader)(num_images=10, dim=8),
     evaluator=L(ToyCountEvaluator)(),
 )
