@@ -173,8 +173,8 @@ def requeue_slurm_job() -> bool:
 
 
 def build_preemption_hooks(cfg, args=None) -> list:
-    """The hooks train_net appends last. Off with `train.preemption.enabled=False` (when the key exists);
-    `train.preemption.requeue` (True/False/None=auto) overrides the requeue choice."""
+    """The hooks the engine's build_hooks adds (configs/common/train.py: `train.preemption`).
+    `enabled=False` turns them off; `requeue` True/False/None (None: requeue when in a SLURM job)."""
     settings = {}
     train = getattr(cfg, "train", None) if cfg is not None else None
     if train is not None and "preemption" in train:
