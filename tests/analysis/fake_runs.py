@@ -5,8 +5,13 @@ import os
 import numpy as np
 
 
+def _epoch(it, iters_per_epoch, integer):
+    """The engine logs fractional epochs completed, round((it + 1) / ipe, 4); older tools log an integer."""
+    return int(it // iters_per_epoch) if integer else round((it + 1) / iters_per_epoch, 4)
+
+
 def write_run(out_dir, ap_fn, epochs=20, iters_per_epoch=100, log_period=20, noise=0.3, seed=0,
-              lr_drop_epoch=None, log_epoch=True, partial_tail=False, milestones=None):
+              lr_drop_epoch=None, log_epoch=True, integer_epoch=False, partial_tail=False, milestones=None):
     """A run evaluated at the end of each epoch with bbox/AP = ap_fn(epoch) + noise; returns the metrics path."""
     rng = np.random.default_rng(seed)
     os.makedirs(out_dir, exist_ok=True)
@@ -18,14 +23,14 @@ def write_run(out_dir, ap_fn, epochs=20, iters_per_epoch=100, log_period=20, noi
         loss = 5.0 * (it + 1) ** -0.3 + rng.normal(0, 0.05)
         rec = {"iteration": it, "total_loss": loss, "loss_class": loss / 3, "lr": lr, "time": 0.1}
         if log_epoch:
-            rec["epoch"] = int(it // iters_per_epoch)
+            rec["epoch"] = _epoch(it, iters_per_epoch, integer_epoch)
         lines.append(json.dumps(rec))
         if (it + 1) % iters_per_epoch == 0:
             ep_done = (it + 1) // iters_per_epoch
             ap = float(ap_fn(float(ep_done)) + rng.normal(0, noise))
             rec = {"iteration": it, "bbox/AP": ap, "bbox/AP50": min(100.0, 1.5 * ap)}
             if log_epoch:
-                rec["epoch"] = int(it // iters_per_epoch)
+                rec["epoch"] = _epoch(it, iters_per_epoch, integer_epoch)
             lines.append(json.dumps(rec))
     text = "\n".join(lines) + "\n"
     if partial_tail:

@@ -49,8 +49,9 @@ def test_missing_file_and_empty_file_errors(tmp_path):
 
 
 @pytest.mark.parametrize("ipe", [100, 37])
-def test_iters_per_epoch_inferred_from_integer_epoch_field(tmp_path, ipe):
-    write_run(str(tmp_path), lambda e: e, epochs=4, iters_per_epoch=ipe, log_period=1)
+@pytest.mark.parametrize("integer", [False, True])
+def test_iters_per_epoch_inferred_from_epoch_field(tmp_path, ipe, integer):
+    write_run(str(tmp_path), lambda e: e, epochs=4, iters_per_epoch=ipe, log_period=1, integer_epoch=integer)
     run = load_run(str(tmp_path))
     assert infer_iters_per_epoch(run) == pytest.approx(ipe)
     epochs = to_epochs(run, run.series("bbox/AP")[0])
