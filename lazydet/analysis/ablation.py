@@ -215,7 +215,9 @@ def plot_chart(results: Sequence[CellResult], path: str, title: str = "") -> str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.backbone.split('.')[0]}\n{r.precision} b{r.batch_size}" for r in results]
+    import textwrap
+
+    labels = [f"{r.backbone.split('.')[0].split('_patch')[0]}\n{r.precision} b{r.batch_size}" for r in results]
     colors = {"fp32": "tab:blue", "bf16": "tab:orange", "fp16": "tab:green"}
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(results) * 2), 4.5))
     for ax, what in zip(axes, ("time", "memory")):
@@ -237,7 +239,7 @@ def plot_chart(results: Sequence[CellResult], path: str, title: str = "") -> str
     axes[0].set_title("time per training iteration")
     axes[1].set_title("peak memory")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(textwrap.fill(title, 140), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
