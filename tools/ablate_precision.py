@@ -38,7 +38,7 @@ def parse_args(argv=None):
     return args
 
 
-def describe_device(device):
+def describe_device(config_file, device):
     import torch
 
     from lazydet.config import LazyConfig
@@ -46,7 +46,7 @@ def describe_device(device):
 
     name = device
     if name is None:
-        cfg = LazyConfig.load(ARGS.config_file)
+        cfg = LazyConfig.load(config_file)
         name = cfg.train.get("device", "cuda")
     dev = resolve_device(name)
     if dev.type == "cuda":
@@ -55,14 +55,13 @@ def describe_device(device):
 
 
 def main(argv=None):
-    global ARGS
-    ARGS = args = parse_args(argv)
+    args = parse_args(argv)
     if not os.path.isfile(args.config_file):
         sys.exit(f"error: --config-file {args.config_file!r} does not exist")
     cells = [Cell(args.config_file, b, p, bs, args.iters, args.warmup, args.backbone_key, args.image_size, args.device,
                   list(args.overrides), args.threads)
              for b in args.backbones for bs in args.batch_sizes for p in args.precisions]
-    header = (f"{os.path.basename(args.config_file)} on {describe_device(args.device)}; {args.iters} timed iterations "
+    header = (f"{os.path.basename(args.config_file)} on {describe_device(args.config_file, args.device)}; {args.iters} timed iterations "
               f"after {args.warmup} warm-up" + (f", images {args.image_size}x{args.image_size}" if args.image_size else "")
               + (f", overrides {' '.join(args.overrides)}" if args.overrides else ""))
     results = run_ablation(cells, args.timeout, log=lambda m: print(m, file=sys.stderr, flush=True))
