@@ -85,20 +85,36 @@ def logged_lr_drops(run: Run, iters_per_epoch: float, ratio: float = DROP_RATIO)
     return drops
 
 
-def _find_milestones(node) -> Iterable[tuple]:
-    """Yield (milestones, values) from any scheduler node in a loaded config tree."""
+def _find_step_schedules(node) -> Iterable[tuple]:
+    """Yield (steps, schedule length, factors) from scheduler nodes of a loaded config tree.
+
+    Understands lazydet's `multistep_multiplier(max_iter, steps, gamma)` and fvcore's
+    `MultiStepParamScheduler(values, milestones, num_updates)`.
+    """
     if isinstance(node, dict):
-        if isinstance(node.get("milestones"), list):
-            yield node["milestones"], node.get("values")
+        if isinstance(node.get("steps"), list):
+            gamma = node.get("gamma", 0.1)
+            yield node["steps"], node.get("max_iter"), [gamma] * len(node["steps"])
+        elif isinstance(node.get("milestones"), list):
+            values = node.get("values")
+            factors = [None] * len(node["milestones"])
+            if isinstance(values, list):
+                factors = [values[i + 1] / values[i] if i + 1 < len(values) and values[i] else None
+                           for i in range(len(node["milestones"]))]
+            yield node["milestones"], node.get("num_updates"), factors
         for v in node.values():
-            yield from _find_milestones(v)
+            yield from _find_step_schedules(v)
     elif isinstance(node, list):
         for v in node:
-            yield from _find_milestones(v)
+            yield from _find_step_schedules(v)
 
 
 def recipe_lr_drops(output_dir: str, iters_per_epoch: float) -> List[LrDrop]:
-    """Drops scheduled by the run's saved recipe (config.yaml: lr_multiplier ... milestones/values)."""
+    """Drops scheduled by the run's saved recipe (config.yaml `lr_multiplier`).
+
+    The engine applies the multiplier at the fraction iteration / train.max_iter, so a step at `s` of a
+    schedule of length `L` happens at iteration s / L * train.max_iter (just `s` when L is not given).
+    """
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
         return []
@@ -109,18 +125,18 @@ def recipe_lr_drops(output_dir: str, iters_per_epoch: float) -> List[LrDrop]:
             cfg = yaml.safe_load(f) or {}
     except (yaml.YAMLError, OSError):
         return []
-    sched = cfg.get("lr_multiplier", {}) if isinstance(cfg, dict) else {}
+    if not isinstance(cfg, dict):
+        return []
+    train_max_iter = (cfg.get("train") or {}).get("max_iter") if isinstance(cfg.get("train"), dict) else None
     drops = []
-    for milestones, values in _find_milestones(sched):
-        for i, m in enumerate(milestones):
-            if not isinstance(m, (int, float)):
+    for steps, length, factors in _find_step_schedules(cfg.get("lr_multiplier", {})):
+        for step, factor in zip(steps, factors):
+            if not isinstance(step, (int, float)) or (factor is not None and factor >= 1):
                 continue
-            factor = None
-            if isinstance(values, list) and i + 1 < len(values) and values[i]:
-                factor = float(values[i + 1]) / float(values[i])
-                if factor >= 1:
-                    continue
-            drops.append(LrDrop(float(m) / iters_per_epoch, "recipe", factor))
+            it = float(step)
+            if isinstance(length, (int, float)) and length > 0 and isinstance(train_max_iter, (int, float)):
+                it = step / length * train_max_iter
+            drops.append(LrDrop(it / iters_per_epoch, "recipe", None if factor is None else float(factor)))
     return drops
 
 

@@ -146,7 +146,7 @@ def infer_iters_per_epoch(run: Run) -> Optional[float]:
             eps = sorted(firsts)
             spans = [(firsts[b] - firsts[a]) / (b - a) for a, b in zip(eps, eps[1:])]
             return float(sorted(spans)[len(spans) // 2])
-        ep, it = next(iter(firsts.items()))[0], next(iter(firsts.values()))
+        (ep, it), = firsts.items()
         return (it + 1.0) / ep
     it, ep = pairs[-1]
     return (it + 1.0) / ep

@@ -79,3 +79,17 @@ def test_plot_metrics_compares_runs_in_one_png(tmp_path):
     out = tmp_path / "cmp.png"
     plot_metrics.main([os.path.dirname(a), str(tmp_path / "b"), "--out", str(out)])
     assert out.stat().st_size > 20_000
+
+
+def test_recipe_drop_of_relative_multistep_schedule(tmp_path):
+    # lazydet's multistep_multiplier is relative: step 2700 of 3000 with train.max_iter 2000 -> iteration 1800.
+    write_run(str(tmp_path), power, epochs=20)
+    (tmp_path / "config.yaml").write_text(
+        "lr_multiplier:\n  _target_: lazydet.solver.schedulers.multistep_multiplier\n  max_iter: 3000\n"
+        "  steps:\n  - 2700\n  gamma: 0.1\n  warmup_iters: 100\ntrain:\n  max_iter: 2000\n")
+    from lazydet.analysis.forecast import recipe_lr_drops
+
+    drops = recipe_lr_drops(str(tmp_path), iters_per_epoch=100)
+    assert [(d.epoch, d.factor) for d in drops] == [(pytest.approx(18.0), pytest.approx(0.1))]
+    result = forecast_run(load_run(str(tmp_path)), num_samples=20)
+    assert any("OPTIMISTIC" in w for w in result.warnings)
