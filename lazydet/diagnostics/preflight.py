@@ -10,6 +10,8 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from lazydet.utils import comm
+
 from .checks_params import param_group_index
 from .findings import DoctorReport, Finding
 
@@ -179,7 +181,8 @@ def run_preflight(trainer, settings: dict, report: DoctorReport, cfg=None) -> No
         report.add(finding)
     if settings["gt_eval_images"] and cfg is not None and _get(cfg, "dataloader.evaluator") is not None:
         try:
-            res = gt_eval(cfg, settings["gt_eval_images"])
+            # collective (every rank evaluates its shard); the evaluator's result lives on the main process
+            res = comm.broadcast_object(gt_eval(cfg, settings["gt_eval_images"]))
             ap = res.get("bbox/AP")
             lines.append(f"- Ground truth as predictions on {settings['gt_eval_images']} val images: bbox/AP {ap}")
             if ap is None or ap < 99.9:

@@ -160,7 +160,8 @@ class BestCheckpointer(HookBase):
     def _check(self):
         storage = self.trainer.storage
         if self.metric not in storage.histories():
-            if any("/" in k for k in storage.histories()):
+            prefix = self.metric.split("/")[0] + "/"  # results of the same evaluator exist, but not this metric
+            if "/" in self.metric and any(k.startswith(prefix) for k in storage.histories()):
                 warn_once(logger, f"best-{self.metric}", f"BestCheckpointer: metric {self.metric!r} not in the "
                           "evaluation results; set train.best_checkpointer.metric to one that exists")
             return
