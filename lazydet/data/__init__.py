@@ -4,8 +4,8 @@ from .catalog import (DataError, DatasetCatalog, Metadata, MetadataCatalog, ensu
 from .coco import load_coco_json
 from .image_io import read_image
 from .synthetic import generate_synthetic_shapes, register_synthetic_shapes
-from .transforms import (RandomSizeCrop, detr_train_augmentation, lsj_test_augmentation, lsj_train_augmentation,
-                         resize_flip_augmentation, test_augmentation)
+from .transforms import (RandomSizeCrop, detr_train_augmentation, lsj_test_resize, lsj_train_augmentation,
+                         resize_flip_augmentation, detr_test_augmentation)
 from .mapper import DetrDatasetMapper
 from .collate import DetectionCollator
 from .samplers import InferenceSampler, TrainingSampler

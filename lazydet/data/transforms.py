@@ -70,14 +70,14 @@ def lsj_train_augmentation(image_size: int = 1024, min_scale: float = 0.1, max_s
     return v2.Compose(steps)
 
 
-def test_augmentation(short_size: int | None = 800, max_size: int | None = 1333) -> v2.Transform:
+def detr_test_augmentation(short_size: int | None = 800, max_size: int | None = 1333) -> v2.Transform:
     """Deterministic test-time resize of the short side (long side capped); ``None`` keeps the image."""
     if short_size is None:
         return v2.Identity()
     return v2.Resize(size=short_size, max_size=max_size)
 
 
-def lsj_test_augmentation(image_size: int = 1024) -> v2.Transform:
+def lsj_test_resize(image_size: int = 1024) -> v2.Transform:
     """ViTDet test resize: the long side becomes ``image_size``."""
     return v2.Resize(size=None, max_size=image_size)
 
@@ -88,3 +88,9 @@ def resize_flip_augmentation(min_sizes: Sequence[int], max_size: int | None = No
     steps = [v2.RandomHorizontalFlip()] if flip else []
     steps.append(v2.RandomShortestSize(min_size=list(min_sizes), max_size=max_size))
     return v2.Compose(steps)
+
+
+# Earlier names, kept for recipes written against them (not re-exported from lazydet.data, where a
+# ``test_*`` name would be collected by pytest).
+test_augmentation = detr_test_augmentation
+lsj_test_augmentation = lsj_test_resize

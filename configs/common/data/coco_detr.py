@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from lazydet.config import LazyCall as L
 from lazydet.data import (DetrDatasetMapper, build_detection_test_loader, build_detection_train_loader,
-                          detr_train_augmentation, get_detection_dataset_dicts, test_augmentation)
+                          detr_train_augmentation, get_detection_dataset_dicts, detr_test_augmentation)
 from lazydet.evaluation import COCOEvaluator
 
 dataloader = OmegaConf.create()
@@ -31,7 +31,7 @@ dataloader.train = L(build_detection_train_loader)(
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
     mapper=L(DetrDatasetMapper)(
-        augmentation=L(test_augmentation)(short_size=800, max_size=1333),
+        augmentation=L(detr_test_augmentation)(short_size=800, max_size=1333),
         is_train=False,
     ),
     batch_size=1,

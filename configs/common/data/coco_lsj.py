@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from lazydet.config import LazyCall as L
 from lazydet.data import (DetrDatasetMapper, build_detection_test_loader, build_detection_train_loader,
-                          get_detection_dataset_dicts, lsj_test_augmentation, lsj_train_augmentation)
+                          get_detection_dataset_dicts, lsj_test_resize, lsj_train_augmentation)
 from lazydet.evaluation import COCOEvaluator
 
 image_size = 1024
@@ -24,7 +24,7 @@ dataloader.train = L(build_detection_train_loader)(
 
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-    mapper=L(DetrDatasetMapper)(augmentation=L(lsj_test_augmentation)(image_size=image_size), is_train=False),
+    mapper=L(DetrDatasetMapper)(augmentation=L(lsj_test_resize)(image_size=image_size), is_train=False),
     batch_size=1,
     num_workers=4,
     fixed_size=[image_size, image_size],

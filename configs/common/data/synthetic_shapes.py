@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 
 from lazydet.config import LazyCall as L
 from lazydet.data import (DetrDatasetMapper, build_detection_test_loader, build_detection_train_loader,
-                          get_detection_dataset_dicts, resize_flip_augmentation, test_augmentation)
+                          get_detection_dataset_dicts, resize_flip_augmentation, detr_test_augmentation)
 from lazydet.evaluation import COCOEvaluator
 
 dataloader = OmegaConf.create()
@@ -22,7 +22,7 @@ dataloader.train = L(build_detection_train_loader)(
 
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="synthetic_shapes_val", filter_empty=False),
-    mapper=L(DetrDatasetMapper)(augmentation=L(test_augmentation)(short_size=None), is_train=False),
+    mapper=L(DetrDatasetMapper)(augmentation=L(detr_test_augmentation)(short_size=None), is_train=False),
     batch_size=8,
     num_workers=2,
 )

@@ -1,0 +1,29 @@
+"""Helpers for tests/data: tiny COCO jsons and images written to tmp folders."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_coco(tmp_path, images, annotations, categories=None, name="ann.json"):
+    """Write a tiny COCO json + return (json_path, image_root)."""
+    root = tmp_path / "images"
+    root.mkdir(exist_ok=True)
+    categories = categories or [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    path = tmp_path / name
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return str(path), str(root)
+
+
+def save_image(root, file_name, h, w, mode="RGB", fill=(0, 0, 0), box=None, box_colour=(255, 0, 0), exif=None):
+    arr = np.zeros((h, w, 3), np.uint8) + np.array(fill, np.uint8)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        arr[y0:y1, x0:x1] = box_colour
+    img = Image.fromarray(arr)
+    if mode != "RGB":
+        img = img.convert(mode)
+    kwargs = {"exif": exif} if exif is not None else {}
+    img.save(os.path.join(root, file_name), **kwargs)
