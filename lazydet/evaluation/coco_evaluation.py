@@ -14,7 +14,6 @@ import logging
 import os
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from tabulate import tabulate
 
