@@ -1,6 +1,7 @@
 """Dataset and DataLoader builders used by recipes (``dataloader.train`` / ``dataloader.test``)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -68,6 +69,15 @@ class MapDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, idx: int):
+        return self._load(idx, self._rng)
+
+    def seeded(self, idx: int, seed: int):
+        """``self[idx]`` with the python, numpy and torch global RNGs seeded by ``seed`` (restored after): the
+        training loader's augmentation becomes a function of the sample's seed, not of the worker's RNG."""
+        with _seeded_global_rngs(seed):
+            return self._load(idx, random.Random(seed))
+
+    def _load(self, idx: int, rng: random.Random):
         for _ in range(_MAX_CONSECUTIVE_FAILURES):
             try:
                 return self.mapper(self.records[idx])
@@ -78,9 +88,25 @@ class MapDataset(torch.utils.data.Dataset):
                     self._bad.add(idx)
                     logger.warning(f"skipping unreadable sample ({len(self._bad)} skipped so far in this "
                                    f"worker): {e}")
-                idx = self._rng.randrange(len(self.records))
+                idx = rng.randrange(len(self.records))
         raise DataError(f"{_MAX_CONSECUTIVE_FAILURES} consecutive samples failed to load; last index {idx}: "
                         f"check the image folder of the dataset")
+
+
+@contextlib.contextmanager
+def _seeded_global_rngs(seed: int):
+    """torchvision v2 transforms draw from torch's global RNG (mappers may use ``random``/numpy too): seed all
+    three inside, restore them after, so the training process's own random streams are untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def _wrap_records(dataset, serialize: bool):
@@ -92,27 +118,71 @@ def _wrap_records(dataset, serialize: bool):
 
 
 class _SampledBatches(torch.utils.data.IterableDataset):
-    """Sampler indices -> mapped samples -> batches, sharded over DataLoader workers.
-    With aspect-ratio grouping, landscape and portrait images fill separate buckets."""
+    """Sampler indices -> batches of indices -> mapped, collated batches.
 
-    def __init__(self, dataset, sampler, batch_size: int, collate: Callable, aspect_ratio_grouping: bool):
+    Batches of indices are formed identically in every DataLoader worker (cheap: nothing is decoded); worker
+    w of W maps batches ``start_batch + w``, ``+ W``, ..., which the DataLoader yields round-robin, so the
+    stream of batches is the same for any number of workers and resuming at ``start_batch`` only skips
+    indices. With ``landscape`` flags (aspect-ratio grouping) landscape and portrait records, by their json
+    width/height as in detectron2, fill separate buckets."""
+
+    def __init__(self, dataset: MapDataset, sampler: TrainingSampler, batch_size: int, collate: Callable,
+                 landscape: np.ndarray | None = None):
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
-        self.collate, self.aspect_ratio_grouping = collate, aspect_ratio_grouping
+        self.collate, self.landscape = collate, landscape
+        self.start_batch = 0
+
+    def index_batches(self):
+        """Infinite ``[(global_position, index), ...]`` batches of this rank."""
+        stream = self.sampler.iter_with_positions()
+        if self.landscape is None:
+            while True:
+                yield list(itertools.islice(stream, self.batch_size))
+        buckets = {True: [], False: []}
+        for pos, idx in stream:
+            bucket = buckets[bool(self.landscape[idx])]
+            bucket.append((pos, idx))
+            if len(bucket) == self.batch_size:
+                yield bucket[:]
+                bucket.clear()
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        indices = iter(self.sampler)
-        if info is not None and info.num_workers > 1:
-            indices = itertools.islice(indices, info.id, None, info.num_workers)
-        buckets = {True: [], False: []}
-        for idx in indices:
-            sample = self.dataset[idx]
-            h, w = sample["image"].shape[-2:]
-            bucket = buckets[bool(w > h) if self.aspect_ratio_grouping else True]
-            bucket.append(sample)
-            if len(bucket) == self.batch_size:
-                yield self.collate(bucket[:])
-                bucket.clear()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for batch in itertools.islice(self.index_batches(), self.start_batch + worker, None, num_workers):
+            yield self.collate([self.dataset.seeded(idx, self.sampler.sample_seed(pos)) for pos, idx in batch])
+
+
+class TrainDataLoader(torch.utils.data.DataLoader):
+    """The infinite training DataLoader, resumable: ``position`` counts the batches handed to the consumer
+    (not those workers prefetched); ``load_state_dict`` makes the next batches those an uninterrupted loader
+    would give after ``position`` batches, by skipping indices (no image is decoded)."""
+
+    def __init__(self, stream: _SampledBatches, **kwargs):
+        super().__init__(stream, batch_size=None, collate_fn=_identity, **kwargs)
+        self.position = 0
+
+    def __iter__(self):
+        self.position = self.dataset.start_batch
+        return self._counted(super().__iter__())
+
+    def _counted(self, batches):
+        for batch in batches:
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.dataset.sampler.seed, "batch_size": self.dataset.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["batch_size"]) != self.dataset.batch_size:
+            logger.warning(f"resuming the train loader with {self.dataset.batch_size} images per process, the "
+                           f"checkpoint had {state['batch_size']}: the data order differs from the original run")
+        self.dataset.sampler.seed = int(state["seed"])
+        self.dataset.start_batch = self.position = int(state["position"])
+        if self._iterator is not None:  # persistent workers hold a copy of the old start: start new ones
+            self._iterator._shutdown_workers()
+            self._iterator = None
 
 
 def _identity(x):
@@ -123,6 +193,16 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def _landscape_flags(records) -> np.ndarray:
+    """Per record, whether it is wider than high (json width/height: grouping needs no image decoding)."""
+    try:
+        return np.fromiter((records[i]["width"] > records[i]["height"] for i in range(len(records))),
+                           dtype=bool, count=len(records))
+    except KeyError as e:
+        raise DataError(f"aspect_ratio_grouping=True needs 'width' and 'height' in every dataset record; "
+                        f"missing {e}") from None
 
 
 def _per_rank_batch_size(total_batch_size: int) -> int:
@@ -139,17 +219,18 @@ def build_detection_train_loader(dataset, mapper: Callable, total_batch_size: in
                                  serialize: bool = True, pin_memory: bool = False):
     """Infinite loader of training batches; ``total_batch_size`` is split over the processes.
 
-    The returned DataLoader carries ``dataset_size`` (images) and ``total_batch_size``.
-    ``seed`` fixes the shuffling (same on every rank); None draws one shared seed.
+    The returned ``TrainDataLoader`` carries ``dataset_size`` (images) and ``total_batch_size``, and resumes
+    exactly through ``state_dict()``/``load_state_dict()``. ``seed`` fixes the shuffling (same on every rank)
+    and every sample's augmentation; None draws one shared seed (saved in the loader's state).
     """
     records = _wrap_records(dataset, serialize)
     per_rank = _per_rank_batch_size(total_batch_size)
     sampler = TrainingSampler(len(records), shuffle=True, seed=seed)
     stream = _SampledBatches(MapDataset(records, mapper, skip_bad=True, seed=sampler.seed), sampler, per_rank,
-                             DetectionCollator(size_divisibility, fixed_size), aspect_ratio_grouping)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_identity,
-                                         worker_init_fn=_seed_worker, pin_memory=pin_memory,
-                                         persistent_workers=num_workers > 0)
+                             DetectionCollator(size_divisibility, fixed_size),
+                             _landscape_flags(records) if aspect_ratio_grouping else None)
+    loader = TrainDataLoader(stream, num_workers=num_workers, worker_init_fn=_seed_worker, pin_memory=pin_memory,
+                             persistent_workers=num_workers > 0)
     loader.dataset_size = len(records)
     loader.total_batch_size = total_batch_size
     loader.per_rank_batch_size = per_rank

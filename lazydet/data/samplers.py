@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.utils.data
@@ -46,6 +47,16 @@ class TrainingSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         return itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
+
+    def iter_with_positions(self):
+        """``(global_position, index)`` pairs of this rank's stream; the position counts samples of the stream
+        shared by all ranks, so ``sample_seed(position)`` is the same whatever the workers, ranks or resumes."""
+        for pos, idx in enumerate(self):
+            yield pos * self.world_size + self.rank, idx
+
+    def sample_seed(self, global_position: int) -> int:
+        """Seed of one sample's augmentation: a hash of (``seed``, position), 32 bits."""
+        return int(np.random.SeedSequence((self.seed % 2**64, global_position)).generate_state(1)[0])
 
 
 class InferenceSampler(torch.utils.data.Sampler):
