@@ -180,7 +180,12 @@ class TrainDataLoader(torch.utils.data.DataLoader):
                            f"checkpoint had {state['batch_size']}: the data order differs from the original run")
         self.dataset.sampler.seed = int(state["seed"])
         self.dataset.start_batch = self.position = int(state["position"])
-        if self._iterator is not None:  # persistent workers hold a copy of the old start: start new ones
+        self.close()  # persistent workers hold a copy of the old start: the next iter() starts new ones
+
+    def close(self) -> None:
+        """Stops the persistent workers now. Left to the garbage collector inside reference cycles (a trainer
+        and its hooks), their queues may be finalized first and each worker then costs a 5 s join timeout."""
+        if self._iterator is not None:
             self._iterator._shutdown_workers()
             self._iterator = None
 

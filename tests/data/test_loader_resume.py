@@ -1,14 +1,19 @@
 """Exact resume of the training loader: after load_state_dict the batches (images and targets) are those an
 uninterrupted loader gives at that point, for 0 and 2 workers; augmentation depends on (seed, position) only."""
 import itertools
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import lazydet
+from lazydet.config import LazyConfig
 from lazydet.data import DetrDatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from lazydet.data.synthetic import register_synthetic_shapes
 from lazydet.data.transforms import detr_train_augmentation
+from lazydet.engine import HookBase, StopTraining, build_trainer, default_setup
 
 NAME = "synthetic_shapes_loader_resume_test"
 
@@ -131,3 +136,56 @@ def test_aspect_ratio_groups_from_record_sizes_and_resume(records):
     positions = [p for b in batches for p, _ in b]
     assert sorted(positions) != positions  # grouping really reorders the stream
     assert len(set(positions)) == len(positions)
+
+
+QUICKSTART = os.path.join(os.path.dirname(os.path.dirname(lazydet.__file__)),
+                          "projects/dino_dinov2/configs/synthetic/dino_dinov2_quickstart.py")
+TINY_DINO = ["model.backbone.net.depth=1", "model.backbone.net.embed_dim=48", "model.backbone.net.img_size=56",
+             "model.backbone.out_channels=32", "model.embed_dim=32", "model.position_embedding.num_pos_feats=16",
+             "model.transformer.encoder.num_layers=1", "model.transformer.decoder.num_layers=2",
+             "model.transformer.encoder.feedforward_dim=64", "model.transformer.decoder.feedforward_dim=64",
+             "model.num_queries=10", "model.dn_number=4", "model.select_box_nums_for_evaluation=10",
+             "dataloader.train.mapper.augmentation.min_sizes=[42,56,70]",
+             "dataloader.test.mapper.augmentation.short_size=56", "dataloader.test.num_workers=0",
+             f"dataloader.train.dataset.names={NAME}", f"dataloader.test.dataset.names={NAME}",
+             "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=2",
+             "train.max_iter=6", "train.checkpointer.period=3", "train.eval_period=0", "train.log_period=1"]
+
+
+class CrashAfter(HookBase):
+    """Stands for a preemption without a final save: iterations after the last checkpoint are lost."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def after_step(self):
+        if self.trainer.iter == self.it:
+            raise StopTraining("simulated crash")
+
+
+def train_tiny_dino(out_dir, resume=False, hooks=()):
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), [f"train.output_dir={out_dir}", *TINY_DINO])
+    args = SimpleNamespace(resume=resume, eval_only=False)
+    default_setup(cfg, args)
+    trainer = build_trainer(cfg, args)
+    trainer.register_hooks(list(hooks))
+    trainer.train()
+    trainer.data_loader.close()
+    return trainer
+
+
+def final_weights(out_dir):
+    return torch.load(os.path.join(out_dir, "model_final.pth"), weights_only=True)["model"]
+
+
+def test_train_net_resume_of_tiny_dino_equals_uninterrupted(records, tmp_path):
+    """Real DINO recipe, real loader with 2 workers and random augmentation, denoising noise, AdamW."""
+    train_tiny_dino(tmp_path / "full")
+    crashed = train_tiny_dino(tmp_path / "resumed", hooks=[CrashAfter(4)])
+    assert crashed.stop_reason == "simulated crash"
+    assert (tmp_path / "resumed" / "last_checkpoint").read_text().strip() == "model_0000002.pth"
+    resumed = train_tiny_dino(tmp_path / "resumed", resume=True)
+    assert resumed.start_iter == 3 and resumed.iter == 6
+    full, weights = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
+    for k in full:
+        torch.testing.assert_close(weights[k], full[k], rtol=0, atol=1e-6, msg=k)
