@@ -200,3 +200,5 @@ def test_ema_starts_from_loaded_init_weights(tmp_path):
     assert trainer.checkpointer.last_load_report.coverage == 1.0
     for a, b in zip(init.parameters(), trainer.ema.module.parameters()):
         assert torch.equal(a, b)
+    for h in trainer.hooks:  # never trained: the PreemptionHook's signal handlers must not outlive the test
+        getattr(h, "uninstall", lambda: None)()
