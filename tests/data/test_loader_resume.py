@@ -189,3 +189,16 @@ def test_train_net_resume_of_tiny_dino_equals_uninterrupted(records, tmp_path):
     full, weights = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
     for k in full:
         torch.testing.assert_close(weights[k], full[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_sample_positions_index_the_stream_shared_by_all_ranks():
+    """Rank r of W sees global positions r, r+W, ...: the image and the seed at a position match one process."""
+    from lazydet.data.samplers import TrainingSampler
+
+    single = list(itertools.islice(TrainingSampler(7, seed=5, rank=0, world_size=1).iter_with_positions(), 20))
+    for rank in range(3):
+        sampler = TrainingSampler(7, seed=5, rank=rank, world_size=3)
+        for pos, idx in itertools.islice(sampler.iter_with_positions(), 6):
+            assert single[pos] == (pos, idx)
+            assert sampler.sample_seed(pos) == TrainingSampler(7, seed=5, rank=0, world_size=1).sample_seed(pos)
+    assert len({TrainingSampler(7, seed=5).sample_seed(p) for p in range(100)}) == 100
