@@ -154,6 +154,16 @@ class Trainer:
                     self._call("after_train")
                 except StopTraining:
                     pass
+                finally:
+                    self._close_data()
+
+    def _close_data(self) -> None:
+        """Stops the loader's workers now; left to the garbage collector (the trainer and its hooks form a
+        reference cycle) each persistent worker waits out a join timeout."""
+        self._data_iter = None
+        close = getattr(self.data_loader, "close", None)
+        if callable(close):
+            close()
 
     def _start_data(self) -> None:
         if self._pending_loader_state is not None:
