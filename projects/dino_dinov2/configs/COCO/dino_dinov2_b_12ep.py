@@ -25,6 +25,9 @@ train.checkpointer.period = 5000
 train.clip_grad.enabled = True
 train.clip_grad.params.max_norm = 0.1
 train.amp.enabled = True
+# the doctor compares the effective batch and lr with these (linear-scaling suggestion when they differ)
+train.doctor.preflight.reference_total_batch_size = 16
+train.doctor.preflight.reference_lr = 1e-4
 train.wandb.enabled = True
 train.wandb.project = "lazydet"
 train.output_dir = "./output/dino_dinov2_b_12ep"
