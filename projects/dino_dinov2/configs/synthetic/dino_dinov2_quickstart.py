@@ -55,7 +55,7 @@ optimizer.weight_decay = 1e-4
 # Relative schedule: warm-up over the first 1/30, lr x0.1 for the last 10% of train.max_iter, whatever it is.
 lr_multiplier = L(multistep_multiplier)(max_iter=3000, steps=[2700], gamma=0.1, warmup_iters=100)
 
-train.max_iter = 1850
+train.max_iter = 2200  # 14 min on an idle 2-core CPU: AP50 66 (projects/dino_dinov2/README.md)
 train.eval_period = 0  # evaluate once, at the end
 train.log_period = 20
 train.checkpointer.period = 1000
