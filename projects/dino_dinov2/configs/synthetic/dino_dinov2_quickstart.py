@@ -29,7 +29,7 @@ model.backbone.net.num_heads = 3
 model.backbone.net.img_size = IMAGE_SIZE
 model.backbone.net.init_values = None
 model.backbone.out_channels = 128
-model.backbone.scale_factors = (1.0, 0.5)  # + the max-pooled top level: 3 levels
+model.backbone.scale_factors = [1.0, 0.5]  # + the max-pooled top level: 3 levels
 model.transformer.num_feature_levels = 3
 
 model.embed_dim = 128

@@ -1,0 +1,19 @@
+"""Suite-wide fixtures."""
+import logging
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_lazydet_logger():
+    """In-process train_net runs call setup_logger, which stops the `lazydet` logger from propagating (and
+    adds handlers writing into a test's tmp folder); undo that after each test so caplog sees later tests' logs."""
+    logger = logging.getLogger("lazydet")
+    saved = (logger.propagate, list(logger.handlers), logger.level)
+    yield
+    logger.propagate, level = saved[0], saved[2]
+    for h in list(logger.handlers):
+        if h not in saved[1]:
+            logger.removeHandler(h)
+            h.close()
+    logger.setLevel(level)
