@@ -3,6 +3,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import random
 from collections import namedtuple
 
@@ -102,7 +103,8 @@ def test_wandb_without_key_goes_offline(monkeypatch, tmp_path):
         w.close()
     run_id = (out / "wandb_run_id").read_text()
     runs = [r for r in os.listdir(tmp_path / "wb" / "wandb") if r.startswith("offline-run-")]
-    assert len(runs) == 2 and all(r.endswith(run_id) for r in runs)
+    # offline-run-<time>-<id>, with "-1" appended by wandb when both runs start within the same second
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", r) for r in runs)
 
 
 def test_to_device_nested():
