@@ -45,10 +45,17 @@ def load_config_file(path: str | Path) -> DictConfig:
 
 
 def encode_tree(cfg: Any) -> None:
-    """In place: callables assigned directly into a config (not through L) become lazy nodes / paths."""
+    """In place: values assigned directly into a config (not through L) are encoded as L encodes its
+    arguments: callables become lazy nodes / paths, tuples become lists (as YAML stores them)."""
     keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg)) if isinstance(cfg, ListConfig) else ()
     for key in list(keys):
         node = cfg._get_node(key)
+        if type(node).__name__ == "TupleConfig":  # omegaconf >= 2.4 keeps tuples; YAML gives lists
+            items = list(OmegaConf.to_container(node, resolve=False))
+            if isinstance(cfg, DictConfig):  # a tuple node keeps its type on assignment: replace the node
+                cfg.pop(key)
+            cfg[key] = items
+            node = cfg._get_node(key)
         if isinstance(node, (DictConfig, ListConfig)):
             encode_tree(node)
             continue

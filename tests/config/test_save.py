@@ -84,6 +84,17 @@ def test_recipe_load_save_load_equal(tmp_path):
         assert "<" not in text and "!!" not in text
 
 
+def test_tuple_assigned_after_lazycall_round_trips(tmp_path):
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text("from lazydet.config import L\n"
+                      "model = L(dict)(scales=(2.0, 1.0))\n"
+                      "model.scales = (1.0, 0.5)\n")
+    cfg = LazyConfig.load(recipe)
+    assert list(cfg.model.scales) == [1.0, 0.5]
+    LazyConfig.save(cfg, tmp_path / "config.yaml")
+    assert LazyConfig.load(tmp_path / "config.yaml") == cfg
+
+
 def test_to_yaml_shows_import_paths():
     cfg = rich_config()
     text = OmegaConf.to_yaml(cfg["optimizer"])
