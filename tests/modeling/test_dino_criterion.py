@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dino_reference import focal_term, giou
-from lazydet.modeling.dino import DenoisingMeta, DINOCriterion, HungarianMatcher
+from lazydet.modeling.dino import DenoisingMeta, DINOCriterion, DINOOutputs, HungarianMatcher, Predictions
 
 PRED_BOX = [0.40, 0.50, 0.20, 0.30]
 GT_BOX = [0.45, 0.55, 0.30, 0.20]
@@ -19,7 +19,8 @@ def one_image():
 def test_each_loss_matches_the_hand_computation():
     logits, boxes, targets = one_image()
     criterion = DINOCriterion(num_classes=2, matcher=HungarianMatcher())
-    losses = criterion.set_losses(logits, boxes, targets, [(torch.tensor([0]), torch.tensor([0]))], num_boxes=2.0)
+    losses = criterion.set_losses(Predictions(logits, boxes), targets, [(torch.tensor([0]), torch.tensor([0]))],
+                                  num_boxes=2.0)
     focal = (focal_term(1.0, True) + focal_term(-2.0, False) + focal_term(0.5, False) + focal_term(0.3, False)) / 2
     l1 = sum(abs(a - b) for a, b in zip(PRED_BOX, GT_BOX)) / 2
     assert losses["loss_class"].item() == pytest.approx(focal, rel=1e-5)
@@ -31,9 +32,8 @@ def test_each_loss_matches_the_hand_computation():
 
 def test_forward_weights_names_and_sets():
     logits, boxes, targets = one_image()
-    out = {"pred_logits": logits, "pred_boxes": boxes,
-           "aux_outputs": [{"pred_logits": logits, "pred_boxes": boxes}] * 2,
-           "enc_outputs": {"pred_logits": logits, "pred_boxes": boxes}}
+    out = DINOOutputs(layers=Predictions(torch.stack([logits] * 3), torch.stack([boxes] * 3)),
+                      encoder=Predictions(logits, boxes))
     losses = DINOCriterion(num_classes=2, matcher=HungarianMatcher())(out, targets)
     assert set(losses) == {f"loss_{n}{s}" for n in ("class", "bbox", "giou") for s in ("", "_0", "_1", "_enc")}
     # query 0 is the obvious match: weights 1 / 5 / 2, one box
@@ -49,7 +49,8 @@ def test_images_without_boxes_give_background_only_losses():
     logits = torch.tensor([[[1.0, -2.0]], [[0.2, 0.1]]], requires_grad=True)
     boxes = torch.rand(2, 1, 4, requires_grad=True)
     empty = {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}
-    losses = DINOCriterion(2, HungarianMatcher())({"pred_logits": logits, "pred_boxes": boxes}, [empty, empty])
+    out = DINOOutputs(layers=Predictions(logits[None], boxes[None]), encoder=Predictions(logits, boxes))
+    losses = DINOCriterion(2, HungarianMatcher())(out, [empty, empty])
     focal = sum(focal_term(v, False) for v in (1.0, -2.0, 0.2, 0.1))  # num_boxes clamps to 1
     assert losses["loss_class"].item() == pytest.approx(focal, rel=1e-5)
     assert losses["loss_bbox"].item() == 0.0 and losses["loss_giou"].item() == 0.0
@@ -63,7 +64,7 @@ def test_denoising_losses_use_the_fixed_assignment():
     boxes = torch.tensor([[PRED_BOX, [0.1] * 4, GT_BOX, [0.2] * 4]])
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([GT_BOX])}]
     criterion = DINOCriterion(1, HungarianMatcher())
-    losses = criterion.denoising_losses([{"pred_logits": logits, "pred_boxes": boxes}], meta, targets, 1.0)
+    losses = criterion.denoising_losses(Predictions(logits[None], boxes[None]), meta, targets, 1.0)
     num = 1.0 * meta.num_groups  # boxes x groups
     focal = (focal_term(2.0, True) + focal_term(-1.0, False) + focal_term(0.5, True) + focal_term(0.0, False)) / num
     l1 = sum(abs(a - b) for a, b in zip(PRED_BOX, GT_BOX)) / num  # second positive is exact

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lazydet.modeling.dino import DenoisingMeta, dn_attention_mask, prepare_contrastive_denoising
+from lazydet.modeling.dino import (DenoisingMeta, Predictions, dn_attention_mask, prepare_contrastive_denoising,
+                                   split_predictions)
 from lazydet.modeling.dino.denoising import noise_boxes, noise_labels
 from lazydet.modeling.dino.transformer import DecoderLayer
 from lazydet.modeling.layers import box_cxcywh_to_xyxy
@@ -17,9 +18,9 @@ def make_targets():
 
 def test_shapes_and_layout_without_noise():
     embedding = torch.nn.Embedding(5, 8)
-    content, boxes, mask, meta = prepare_contrastive_denoising(make_targets(), dn_number=10, label_noise_ratio=0.0,
-                                                               box_noise_scale=0.0, num_classes=5,
-                                                               label_embedding=embedding, num_matching=7)
+    dn = prepare_contrastive_denoising(make_targets(), dn_number=10, label_noise_ratio=0.0, box_noise_scale=0.0,
+                                       num_classes=5, label_embedding=embedding, num_matching=7)
+    content, boxes, mask, meta = dn.content, dn.boxes_unact, dn.attn_mask, dn.meta
     assert (meta.num_groups, meta.pad) == (3, 3)  # 10 // 3 groups of (3 positives + 3 negatives)
     assert content.shape == (3, 18, 8) and boxes.shape == (3, 18, 4) and mask.shape == (25, 25)
     for b, t in enumerate(make_targets()):
@@ -33,7 +34,26 @@ def test_shapes_and_layout_without_noise():
                 assert (boxes[b, start + n:start + meta.pad] == 0).all()
         q, tgt = meta.positive_indices(n)
         assert q.tolist() == [g * 6 + j for g in range(3) for j in range(n)] and tgt.tolist() == list(range(n)) * 3
-    assert prepare_contrastive_denoising(make_targets()[2:], 10, 0.5, 1.0, 5, embedding, 7) is None
+    assert prepare_contrastive_denoising(make_targets(), 0, 0.5, 1.0, 5, embedding, 7) is None  # disabled
+    empty = prepare_contrastive_denoising(make_targets()[2:], 10, 0.5, 1.0, 5, embedding, 7)  # no box at all
+    assert empty.meta.num_queries == 0 and empty.content.shape == (1, 0, 8) and empty.attn_mask is None
+
+
+def test_prepend_and_split_are_inverse():
+    """The decoder sees [denoising | matching]; split_predictions gives each part back."""
+    embedding = torch.nn.Embedding(5, 8)
+    dn = prepare_contrastive_denoising(make_targets(), 10, 0.5, 1.0, 5, embedding, num_matching=7)
+    content, reference = torch.randn(3, 7, 8), torch.rand(3, 7, 4)
+    tgt, boxes = dn.prepend_to(content, reference)
+    assert tgt.shape == (3, 18 + 7, 8) and boxes.shape == (3, 25, 4)
+    decoded = Predictions(logits=torch.stack([tgt[..., :5], tgt[..., 3:]]), boxes=torch.stack([boxes, boxes]))
+    matching, denoising = split_predictions(decoded, dn)
+    torch.testing.assert_close(matching.logits[1], content[..., 3:])
+    torch.testing.assert_close(matching.boxes[0], reference)
+    torch.testing.assert_close(denoising.logits[0], dn.content[..., :5])
+    torch.testing.assert_close(denoising.boxes[1], dn.boxes_unact.sigmoid())
+    everything, nothing = split_predictions(decoded, None)
+    assert everything is decoded and nothing is None
 
 
 def test_box_noise_bounds():

@@ -118,9 +118,9 @@ def test_look_forward_twice_gradient_reaches_the_previous_box_head(look_forward_
     model = tiny_dino(look_forward_twice=look_forward_twice).train()
     model.criterion.weight_dict.update({name: 0.0 for name in expected_loss_names()})
     model.criterion.weight_dict["loss_bbox"] = 5.0  # only the last layer's L1 loss counts
-    nn.init.normal_(model.bbox_embed[0].layers[-1].weight, std=0.01)
+    nn.init.normal_(model.heads.bbox_embed[0].layers[-1].weight, std=0.01)
     sum(model(tiny_batch()).values()).backward()
-    grad = model.bbox_embed[0].layers[-1].weight.grad
+    grad = model.heads.bbox_embed[0].layers[-1].weight.grad
     assert (grad is not None and grad.abs().sum() > 0) == look_forward_twice
 
 
@@ -128,7 +128,7 @@ def test_transformer_ignores_padding():
     """Features padded with garbage (and their masks) give the unpadded image's boxes and logits."""
     torch.manual_seed(0)
     model = tiny_dino(num_queries=15).eval()
-    for head in model.bbox_embed:  # non-zero box deltas, so the boxes depend on the decoder too
+    for head in model.heads.bbox_embed:  # non-zero box deltas, so the boxes depend on the decoder too
         nn.init.normal_(head.layers[-1].weight, std=0.1)
     real, padded = [(8, 12), (4, 6), (2, 3), (1, 2)], [(10, 16), (5, 8), (3, 4), (2, 2)]
     feats = [torch.randn(1, 32, h, w) for h, w in real]
@@ -145,8 +145,8 @@ def test_transformer_ignores_padding():
     def run(features, ms):
         pos = [model.position_embedding(m) for m in ms]
         with torch.no_grad():
-            out = model.transformer(features, ms, pos, model.tgt_embed.weight[:15], model.class_embed, model.bbox_embed)
-        return out["boxes"][-1], model.class_embed[1](out["hidden"][-1])
+            out = model.transformer(features, ms, pos, model.tgt_embed.weight[:15], model.heads)
+        return out.decoder.boxes[-1], out.decoder.logits[-1]
 
     boxes, logits = run(feats, masks)
     pboxes, plogits = run(pfeats, pmasks)

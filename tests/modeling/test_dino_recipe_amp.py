@@ -39,7 +39,7 @@ def test_recipe_overrides_propagate_and_mismatches_are_named():
     LazyConfig.apply_overrides(cfg, ["model.embed_dim=64", "model.position_embedding.num_pos_feats=32",
                                      "model.num_classes=5", "model.num_queries=50"])
     model = instantiate(cfg.model)
-    assert model.transformer.decoder.embed_dim == 64 and model.class_embed[0].out_features == 5
+    assert model.transformer.decoder.embed_dim == 64 and model.heads.class_embed[0].out_features == 5
     assert model.criterion.num_classes == 5 and model.tgt_embed.num_embeddings == 50
     cfg.model.position_embedding.num_pos_feats = 128
     with pytest.raises(ValueError, match="num_pos_feats=128"):

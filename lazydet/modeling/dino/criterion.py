@@ -8,6 +8,7 @@ Every term is summed over the set and divided by the number of ground-truth boxe
 averaged across ranks (times the number of denoising groups for ``_dn``). Losses run in fp32 with
 autocast disabled.
 """
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -17,10 +18,26 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ..layers import box_cxcywh_to_xyxy
 from .denoising import DenoisingMeta
+from .heads import Predictions
 
 DEFAULT_WEIGHTS = {"loss_class": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 Match = Tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class DINOOutputs:
+    """Everything the criterion scores, B images, K matching and P denoising queries, L layers.
+
+    ``layers``: matching predictions of the decoder layers that get a loss (``[L, B, K, .]``, the last layer
+    last; L = 1 without auxiliary losses). ``encoder``: the selected encoder proposals (``[B, K, .]``).
+    ``denoising``: denoising predictions of every decoder layer (``[L_dec, B, P, .]``), None without
+    denoising. ``dn_meta``: their layout (P = 0 for a batch without boxes: the ``_dn`` losses are zeros).
+    """
+    layers: Predictions
+    encoder: Predictions
+    denoising: Optional[Predictions] = None
+    dn_meta: Optional[DenoisingMeta] = None
 
 
 def average_num_boxes(targets: List[dict], device) -> float:
@@ -39,6 +56,7 @@ def focal_loss(logits: torch.Tensor, onehot: torch.Tensor, num_boxes: float, alp
 
 
 def l1_loss(boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float):
+    """Sum of |box - target| over matched pairs ``[M, 4]`` and coordinates, / num_boxes."""
     return (boxes - target_boxes).abs().sum() / num_boxes
 
 
@@ -49,6 +67,11 @@ def giou_loss(boxes: torch.Tensor, target_boxes: torch.Tensor, num_boxes: float)
 
 
 class DINOCriterion(nn.Module):
+    """DINO's losses: ``forward(outputs: DINOOutputs, targets)`` -> dict of weighted scalar losses.
+
+    ``targets``: per image ``labels [n]`` (int64) and ``boxes [n, 4]`` (cxcywh in [0, 1]).
+    """
+
     def __init__(self, num_classes: int, matcher: nn.Module, weight_dict: Optional[Dict[str, float]] = None,
                  alpha: float = 0.25, gamma: float = 2.0):
         """``weight_dict`` holds the base weights (``loss_class``, ``loss_bbox``, ``loss_giou``); a suffixed key
@@ -60,10 +83,11 @@ class DINOCriterion(nn.Module):
         if missing:
             raise ValueError(f"DINOCriterion.weight_dict lacks {sorted(missing)}")
 
-    def set_losses(self, logits: torch.Tensor, boxes: torch.Tensor, targets: List[dict],
-                   matches: Sequence[Match], num_boxes: float) -> Dict[str, torch.Tensor]:
-        """Unweighted losses of one prediction set: logits [B, Q, K], boxes [B, Q, 4]."""
-        logits, boxes = logits.float(), boxes.float()
+    def set_losses(self, predictions: Predictions, targets: List[dict], matches: Sequence[Match],
+                   num_boxes: float) -> Dict[str, torch.Tensor]:
+        """Unweighted losses of one prediction set (logits ``[B, Q, K]``, boxes ``[B, Q, 4]``) given the
+        ``matches`` (query indices, target indices) of every image."""
+        logits, boxes = predictions.logits.float(), predictions.boxes.float()
         batch_idx = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(matches)]).to(logits.device)
         query_idx = torch.cat([q for q, _ in matches]).to(logits.device)
         labels = torch.cat([t["labels"][tgt.to(t["labels"].device)] for t, (_, tgt) in zip(targets, matches)])
@@ -79,42 +103,36 @@ class DINOCriterion(nn.Module):
         }
 
     def weighted(self, losses: Dict[str, torch.Tensor], suffix: str) -> Dict[str, torch.Tensor]:
+        """``{name: loss}`` -> ``{name + suffix: loss * weight}`` (the suffixed weight if given, else the base)."""
         return {name + suffix: value * self.weight_dict.get(name + suffix, self.weight_dict[name])
                 for name, value in losses.items()}
 
-    def forward(self, outputs: dict, targets: List[dict]) -> Dict[str, torch.Tensor]:
-        """
-        ``outputs``: ``pred_logits``/``pred_boxes`` (last layer), ``aux_outputs`` (list of dicts, earlier layers),
-        ``enc_outputs`` (dict), and when denoising ``dn_outputs`` (list of dicts, one per layer, last layer
-        last) with ``dn_meta`` (DenoisingMeta). Returns weighted scalar losses.
-        """
-        device = outputs["pred_logits"].device
+    def forward(self, outputs: DINOOutputs, targets: List[dict]) -> Dict[str, torch.Tensor]:
+        """Losses of the last layer (no suffix), earlier layers (``_0``...), the encoder proposals (``_enc``)
+        and, with denoising, every layer's denoising queries (``_dn`` last, ``_dn_0``...)."""
+        device = outputs.layers.logits.device
         num_boxes = average_num_boxes(targets, device)
         with torch.autocast(device_type=device.type, enabled=False):
-            sets = [("", outputs)]
-            sets += [(f"_{i}", aux) for i, aux in enumerate(outputs.get("aux_outputs", []))]
-            if "enc_outputs" in outputs:
-                sets.append(("_enc", outputs["enc_outputs"]))
+            num_layers = outputs.layers.logits.shape[0]
+            sets = [("" if i == num_layers - 1 else f"_{i}", outputs.layers.layer(i)) for i in range(num_layers)]
+            sets.append(("_enc", outputs.encoder))
             losses = {}
-            for suffix, out in sets:
-                matches = self.matcher(out["pred_logits"], out["pred_boxes"], targets)
-                losses.update(self.weighted(self.set_losses(out["pred_logits"], out["pred_boxes"], targets,
-                                                            matches, num_boxes), suffix))
-            if "dn_outputs" in outputs:
-                losses.update(self.denoising_losses(outputs["dn_outputs"], outputs["dn_meta"], targets, num_boxes))
+            for suffix, predictions in sets:
+                matches = self.matcher(predictions.logits, predictions.boxes, targets)
+                losses.update(self.weighted(self.set_losses(predictions, targets, matches, num_boxes), suffix))
+            if outputs.denoising is not None:
+                losses.update(self.denoising_losses(outputs.denoising, outputs.dn_meta, targets, num_boxes))
         return losses
 
-    def denoising_losses(self, dn_outputs: List[dict], meta: Optional[DenoisingMeta], targets: List[dict],
+    def denoising_losses(self, denoising: Predictions, meta: DenoisingMeta, targets: List[dict],
                          num_boxes: float) -> Dict[str, torch.Tensor]:
+        """Weighted losses of the denoising queries of every layer (``[L, B, P, .]``): the positive copies are
+        assigned their box, everything else is background."""
         losses = {}
-        num_layers = len(dn_outputs)
-        for layer, out in enumerate(dn_outputs):
+        num_layers = denoising.logits.shape[0]
+        for layer in range(num_layers):
             suffix = "_dn" if layer == num_layers - 1 else f"_dn_{layer}"
-            if meta is None:  # nothing to denoise in this batch: keep the keys (and the graph) stable
-                zero = out["pred_logits"].sum() * 0.0
-                losses.update({name + suffix: zero for name in DEFAULT_WEIGHTS})
-                continue
             matches = [meta.positive_indices(len(t["labels"])) for t in targets]
-            losses.update(self.weighted(self.set_losses(out["pred_logits"], out["pred_boxes"], targets, matches,
+            losses.update(self.weighted(self.set_losses(denoising.layer(layer), targets, matches,
                                                         num_boxes * meta.num_groups), suffix))
         return losses

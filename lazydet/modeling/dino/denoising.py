@@ -9,6 +9,8 @@ other and the matching queries from seeing any denoising query (which would leak
 
 Layout of the P = num_groups * 2 * pad denoising queries of an image:
 ``[group 0: positives (pad) | negatives (pad)] [group 1: ...] ...``, copy j of box j at offset j.
+The decoder sees ``[P denoising queries | K matching queries]``: ``DenoisingQueries.prepend_to`` builds that
+sequence and ``split_predictions`` takes the decoder's predictions apart again; nothing else knows the layout.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -16,12 +18,15 @@ from typing import List, Optional, Tuple
 import torch
 
 from ..layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
+from .heads import Predictions
 
 
 @dataclass
 class DenoisingMeta:
+    """Sizes of a batch's denoising queries: ``num_groups`` groups of ``pad`` positives then ``pad``
+    negatives (``pad`` = most boxes of an image in the batch; 0 when no image has a box)."""
     num_groups: int
-    pad: int  # max number of boxes of an image in the batch: positives (and negatives) per group
+    pad: int
 
     @property
     def group_size(self) -> int:
@@ -78,18 +83,45 @@ def dn_attention_mask(meta: DenoisingMeta, num_matching: int, device=None) -> to
     return mask
 
 
+@dataclass
+class DenoisingQueries:
+    """The denoising queries of a batch: ``content [B, P, C]`` (label embeddings), ``boxes_unact [B, P, 4]``
+    (noised boxes in logit space), ``attn_mask [P + K, P + K]`` bool, True = may not attend (None when P = 0),
+    and ``meta`` (the layout)."""
+    content: torch.Tensor
+    boxes_unact: torch.Tensor
+    attn_mask: Optional[torch.Tensor]
+    meta: DenoisingMeta
+
+    def prepend_to(self, content: torch.Tensor, reference: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Matching queries ``content [B, K, C]`` and reference boxes ``reference [B, K, 4]`` (sigmoid space)
+        -> the decoder's input ``[B, P + K, C]`` and ``[B, P + K, 4]``, denoising queries first."""
+        return (torch.cat([self.content, content], 1),
+                torch.cat([self.boxes_unact.sigmoid(), reference], 1))
+
+
+def split_predictions(predictions: Predictions, denoising: Optional[DenoisingQueries]
+                      ) -> Tuple[Predictions, Optional[Predictions]]:
+    """Decoder predictions over ``[P denoising | K matching]`` queries (``[..., P + K, .]``) -> the matching
+    queries' ``[..., K, .]`` and the denoising queries' ``[..., P, .]`` (None without denoising)."""
+    if denoising is None:
+        return predictions, None
+    num_dn = denoising.meta.num_queries
+    return predictions.queries(slice(num_dn, None)), predictions.queries(slice(0, num_dn))
+
+
 def prepare_contrastive_denoising(targets: List[dict], dn_number: int, label_noise_ratio: float,
                                   box_noise_scale: float, num_classes: int, label_embedding: torch.nn.Embedding,
-                                  num_matching: int, generator: Optional[torch.Generator] = None):
-    """Build the denoising queries of a batch.
-
-    Returns ``(content [B, P, C], boxes_unact [B, P, 4], attn_mask [P+K, P+K], meta)`` or ``None`` when there
-    is nothing to denoise (``dn_number <= 0`` or no image has a box).
-    """
-    counts = [len(t["labels"]) for t in targets]
-    if dn_number <= 0 or max(counts, default=0) == 0:
+                                  num_matching: int, generator: Optional[torch.Generator] = None
+                                  ) -> Optional[DenoisingQueries]:
+    """Build the denoising queries of a batch of ``targets`` (``labels [n]``, ``boxes [n, 4]`` cxcywh) for
+    ``num_matching`` matching queries. None when ``dn_number <= 0``; no query at all (P = 0, so the
+    denoising losses are zeros with the usual names) when no image of the batch has a box."""
+    if dn_number <= 0:
         return None
-    meta = DenoisingMeta(num_groups=num_denoising_groups(dn_number, max(counts)), pad=max(counts))
+    counts = [len(t["labels"]) for t in targets]
+    pad = max(counts, default=0)
+    meta = DenoisingMeta(num_groups=num_denoising_groups(dn_number, pad) if pad else 1, pad=pad)
     device = label_embedding.weight.device
     batch, embed_dim = len(targets), label_embedding.embedding_dim
     content = torch.zeros(batch, meta.num_queries, embed_dim, device=device)
@@ -107,4 +139,5 @@ def prepare_contrastive_denoising(targets: List[dict], dn_number: int, label_noi
         slots = copy_index * meta.pad + torch.arange(n, device=device).repeat(copies)
         content[b, slots] = label_embedding(noise_labels(labels, label_noise_ratio, num_classes, generator))
         boxes_unact[b, slots] = inverse_sigmoid(noise_boxes(boxes, negative, box_noise_scale, generator))
-    return content, boxes_unact, dn_attention_mask(meta, num_matching, device), meta
+    attn_mask = dn_attention_mask(meta, num_matching, device) if meta.num_queries else None
+    return DenoisingQueries(content, boxes_unact, attn_mask, meta)

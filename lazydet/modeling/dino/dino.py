@@ -3,19 +3,20 @@
 ``model(batch)`` in training returns the weighted losses, in eval the detections (ARCHITECTURE.md).
 One forward, top to bottom:
   normalise -> backbone -> 1x1 conv + GroupNorm per level -> sine positions
-  -> (training) contrastive denoising queries -> transformer (encoder, top-k proposals, decoder)
-  -> class / box heads on every decoder layer -> criterion or post-processing.
+  -> (training) contrastive denoising queries -> transformer (encoder, top-k proposals, decoder, whose
+  layers predict through the class / box heads) -> split denoising / matching predictions
+  -> criterion (training) or post-processing (eval).
 """
-import copy
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..layers import MLP, PositionEmbeddingSine
-from .criterion import DINOCriterion
-from .denoising import prepare_contrastive_denoising
+from ..layers import PositionEmbeddingSine
+from .criterion import DINOCriterion, DINOOutputs
+from .denoising import prepare_contrastive_denoising, split_predictions
+from .heads import DINOHeads, Predictions
 from .postprocess import post_process
 from .transformer import DINOTransformer
 
@@ -32,6 +33,17 @@ def default_input_proj(in_channels: int, embed_dim: int, num_levels: int) -> nn.
 
 
 class DINO(nn.Module):
+    """The detector. ``forward(batch)`` takes ``images`` uint8 ``[B, 3, H, W]``, ``pixel_mask`` bool
+    ``[B, H, W]`` (True = real pixel) and, for training or scored eval, ``targets`` (per image ``labels [n]``,
+    ``boxes [n, 4]`` cxcywh in [0, 1], ``size``, ``orig_size``). Training returns the criterion's dict of
+    weighted scalar losses; eval returns per image ``{boxes [k, 4] xyxy in original pixels, scores [k],
+    labels [k]}``.
+
+    Owns the backbone, the input projection, the transformer, the prediction heads (``heads``), the
+    matching queries' content (``tgt_embed``), the label embedding of the denoising queries (``label_enc``)
+    and the criterion.
+    """
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -75,22 +87,15 @@ class DINO(nn.Module):
         self.tgt_embed = nn.Embedding(num_queries, embed_dim)  # learned content of the matching queries
         self.label_enc = nn.Embedding(num_classes, embed_dim)  # content of the denoising queries
         nn.init.xavier_uniform_(self.tgt_embed.weight)
-        # One class and one box head per decoder layer, plus one for the encoder proposals (last).
-        class_head = nn.Linear(embed_dim, num_classes)
-        nn.init.constant_(class_head.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-        box_head = MLP(embed_dim, embed_dim, 4, 3)
-        nn.init.zeros_(box_head.layers[-1].weight)
-        nn.init.zeros_(box_head.layers[-1].bias)
-        num_heads = transformer.decoder.num_layers + 1
-        self.class_embed = nn.ModuleList(copy.deepcopy(class_head) for _ in range(num_heads))
-        self.bbox_embed = nn.ModuleList(copy.deepcopy(box_head) for _ in range(num_heads))
+        self.heads = DINOHeads(embed_dim, num_classes, transformer.decoder.num_layers)
 
     def normalize(self, images: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
-        """uint8 0..255 -> (x - mean) / std, with the padding set to 0."""
+        """uint8 0..255 ``[B, 3, H, W]`` -> float ``(x - mean) / std``, with the padding set to 0."""
         images = (images.float() - self.pixel_mean) / self.pixel_std
         return images.masked_fill(~pixel_mask[:, None], 0.0)
 
     def forward(self, batch: dict):
+        """See the class docstring: losses (training) or detections (eval)."""
         images, pixel_mask = batch["images"], batch["pixel_mask"]
         targets = batch.get("targets")
         features, masks = self.backbone(self.normalize(images, pixel_mask), pixel_mask)
@@ -98,43 +103,33 @@ class DINO(nn.Module):
         pos_embeds = [self.position_embedding(m).to(f.dtype) for m, f in zip(masks, features)]
         num_queries = min(self.num_queries, sum(f.shape[-2] * f.shape[-1] for f in features))
 
-        dn = None
-        if self.training and self.dn_number > 0:
-            dn = prepare_contrastive_denoising(targets, self.dn_number, self.label_noise_ratio,
-                                               self.box_noise_scale, self.num_classes, self.label_enc, num_queries)
-        dn_content, dn_boxes, attn_mask, dn_meta = dn if dn is not None else (None, None, None, None)
-        out = self.transformer(features, masks, pos_embeds, self.tgt_embed.weight[:num_queries],
-                               self.class_embed, self.bbox_embed, dn_content, dn_boxes, attn_mask)
-
-        logits = torch.stack([head(h) for head, h in zip(self.class_embed, out["hidden"])])  # [layers, B, T, K]
-        boxes = out["boxes"]
-        num_dn = dn_meta.num_queries if dn_meta is not None else 0
-        outputs = self.prediction_sets(logits[:, :, num_dn:], boxes[:, :, num_dn:])
+        denoising = None
+        if self.training:
+            denoising = prepare_contrastive_denoising(targets, self.dn_number, self.label_noise_ratio,
+                                                      self.box_noise_scale, self.num_classes, self.label_enc,
+                                                      num_queries)
+        out = self.transformer(features, masks, pos_embeds, self.tgt_embed.weight[:num_queries], self.heads,
+                               denoising)
+        # label_enc takes part in every forward, also with dn_number=0, so that DDP with
+        # find_unused_parameters=False sees a gradient for it: an exactly-zero term (as DINO and detrex).
+        decoded = Predictions(out.decoder.logits + self.label_enc.weight[0, 0] * 0.0, out.decoder.boxes)
+        matching, denoised = split_predictions(decoded, denoising)
         if not self.training:
-            return self.inference(outputs, images, pixel_mask, targets)
-
-        outputs["enc_outputs"] = {"pred_logits": out["enc_logits"], "pred_boxes": out["enc_boxes"]}
-        if dn_meta is not None:
-            outputs["dn_outputs"] = [{"pred_logits": l, "pred_boxes": b}
-                                     for l, b in zip(logits[:, :, :num_dn], boxes[:, :, :num_dn])]
-        elif self.dn_number > 0:  # no box in the batch: zero dn losses that still touch label_enc (DDP)
-            outputs["dn_outputs"] = [{"pred_logits": self.label_enc.weight}] * len(logits)
-        outputs["dn_meta"] = dn_meta
+            return self.inference(matching.layer(-1), images, pixel_mask, targets)
+        layers = matching if self.aux_loss else Predictions(matching.logits[-1:], matching.boxes[-1:])
+        outputs = DINOOutputs(layers=layers, encoder=out.encoder, denoising=denoised,
+                              dn_meta=denoising.meta if denoising is not None else None)
         return self.criterion(outputs, targets)
 
-    def prediction_sets(self, logits: torch.Tensor, boxes: torch.Tensor) -> Dict[str, object]:
-        outputs = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
-        if self.aux_loss:
-            outputs["aux_outputs"] = [{"pred_logits": l, "pred_boxes": b} for l, b in zip(logits[:-1], boxes[:-1])]
-        return outputs
-
-    def inference(self, outputs: dict, images: torch.Tensor, pixel_mask: torch.Tensor,
+    def inference(self, predictions: Predictions, images: torch.Tensor, pixel_mask: torch.Tensor,
                   targets: Optional[List[dict]]) -> List[dict]:
+        """The last layer's matching ``predictions`` (``[B, K, .]``) -> detections per image, in the original
+        pixels of ``targets[i]["orig_size"]`` (or of the pixel mask's real size when there are no targets)."""
         if targets is not None:
             sizes = [t["size"] for t in targets]
             orig_sizes = [t.get("orig_size", t["size"]) for t in targets]
         else:  # images only (e.g. a demo): the real size comes from the pixel mask
             sizes = [(int(m[:, 0].sum()), int(m[0, :].sum())) for m in pixel_mask]
             orig_sizes = sizes
-        return post_process(outputs["pred_logits"], outputs["pred_boxes"], sizes, orig_sizes,
+        return post_process(predictions.logits, predictions.boxes, sizes, orig_sizes,
                             self.select_box_nums_for_evaluation)

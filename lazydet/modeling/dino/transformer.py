@@ -6,23 +6,41 @@ Read top to bottom:
 2. Mixed query selection: every encoder token proposes a box (a fixed-size anchor at its position plus a
    predicted offset); the top-k by class score become the decoder's reference boxes, while the content
    queries are learned embeddings (passed in by the detector).
-3. Denoising queries (training only) are prepended; an attention mask keeps the groups apart.
-4. The decoder refines the boxes layer by layer (``box = sigmoid(delta + logit(previous box))``). With
-   look-forward-twice, layer i's output box keeps the gradient of layer i-1's refined box, while the
-   reference fed to the next layer is detached.
+3. Denoising queries (training only) go first (``DenoisingQueries.prepend_to``); an attention mask keeps
+   the groups apart.
+4. The decoder refines the boxes layer by layer (``box = sigmoid(delta + logit(previous box))``), as detrex and
+   DINO do: the next reference from the layer's un-normed output (detached), the predictions from its normed
+   output. With look-forward-twice, layer i's predicted box is refined from layer i-1's refined box with its
+   gradient; without, from the detached one.
 
 All reference boxes are (cx, cy, w, h) in [0, 1] of the *unpadded* image; they are multiplied by the
 per-level valid ratios (real size / padded size) before sampling the padded feature maps.
 """
-from typing import List, Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..layers import MLP, MultiScaleDeformableAttention, get_sine_pos_embed, inverse_sigmoid
+from .denoising import DenoisingQueries
+from .heads import DINOHeads, Predictions
+
+
+@dataclass
+class TransformerOutput:
+    """What ``DINOTransformer`` returns.
+
+    ``decoder``: predictions of every decoder layer for all T = P + K queries (P denoising first, then K
+    matching): logits ``[num_layers, B, T, num_classes]``, boxes ``[num_layers, B, T, 4]``.
+    ``encoder``: the K selected encoder proposals: logits ``[B, K, num_classes]``, boxes ``[B, K, 4]``.
+    """
+    decoder: Predictions
+    encoder: Predictions
 
 
 def feed_forward(embed_dim: int, feedforward_dim: int, dropout: float) -> nn.Sequential:
+    """Linear -> ReLU -> dropout -> Linear -> dropout: ``[..., embed_dim] -> [..., embed_dim]``."""
     return nn.Sequential(nn.Linear(embed_dim, feedforward_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(feedforward_dim, embed_dim), nn.Dropout(dropout))
 
@@ -39,6 +57,7 @@ class EncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(embed_dim)
 
     def forward(self, src, pos, reference_points, spatial_shapes, valid):
+        """Tokens ``src``/``pos [B, N, C]``, points ``[B, N, L, 2]``, ``valid [B, N]`` -> ``[B, N, C]``."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, valid)
         src = self.norm1(src + self.dropout(attended))
         return self.norm2(src + self.ffn(src))
@@ -58,6 +77,9 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, tgt, query_pos, reference_points, memory, spatial_shapes, memory_valid, attn_mask):
+        """Queries ``tgt``/``query_pos [B, T, C]``, boxes ``reference_points [B, T, L, 4]``, ``memory [B, N, C]``,
+        ``memory_valid [B, N]``, ``attn_mask [T, T]`` (True = blocked) or None -> un-normed-by-the-decoder
+        output ``[B, T, C]`` (each sub-layer is post-normed)."""
         q = k = tgt + query_pos
         tgt = self.norm1(tgt + self.dropout(self.self_attn(q, k, tgt, attn_mask=attn_mask, need_weights=False)[0]))
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes, memory_valid)
@@ -66,6 +88,8 @@ class DecoderLayer(nn.Module):
 
 
 class DINOTransformerEncoder(nn.Module):
+    """``num_layers`` encoder layers over the flattened multi-scale tokens."""
+
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, feedforward_dim: int = 2048,
                  dropout: float = 0.0, num_layers: int = 6, num_feature_levels: int = 4, num_points: int = 4):
         super().__init__()
@@ -90,6 +114,8 @@ class DINOTransformerEncoder(nn.Module):
         return points[:, :, None] * valid_ratios[:, None]
 
     def forward(self, src, pos, spatial_shapes, valid_ratios, valid):
+        """Tokens ``src``/``pos [B, N, C]`` of levels ``spatial_shapes`` [(h, w)], ``valid_ratios [B, L, 2]``,
+        ``valid [B, N]`` (True = real pixel) -> memory ``[B, N, C]``."""
         reference_points = self.reference_points(spatial_shapes, valid_ratios)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes, valid)
@@ -97,6 +123,8 @@ class DINOTransformerEncoder(nn.Module):
 
 
 class DINOTransformerDecoder(nn.Module):
+    """``num_layers`` decoder layers; each refines the reference boxes through the prediction heads."""
+
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, feedforward_dim: int = 2048,
                  dropout: float = 0.0, num_layers: int = 6, num_feature_levels: int = 4, num_points: int = 4,
                  look_forward_twice: bool = True):
@@ -109,32 +137,29 @@ class DINOTransformerDecoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, tgt, reference_boxes, memory, spatial_shapes, valid_ratios, memory_valid,
-                attn_mask, box_heads: Sequence[nn.Module]):
-        """Returns hidden states [num_layers, B, T, C] (normed) and boxes [num_layers, B, T, 4] (sigmoid)."""
+                attn_mask, heads: DINOHeads) -> Predictions:
+        """Queries ``tgt [B, T, C]`` with boxes ``reference_boxes [B, T, 4]`` (sigmoid space) over ``memory
+        [B, N, C]`` -> every layer's predictions: logits ``[num_layers, B, T, K]``, boxes ``[num_layers, B, T, 4]``."""
         valid_ratios_4d = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # [B, 1, L, 4]
         reference = reference_boxes.detach()
-        previous_refined = reference  # what layer i's output box is refined from (look-forward-twice)
-        hidden_states, boxes = [], []
-        for layer, box_head in zip(self.layers, box_heads):
+        prediction_reference = reference  # the box layer i's prediction refines (look-forward-twice: with grad)
+        predictions = []
+        for index, layer in enumerate(self.layers):
             reference_input = reference[:, :, None] * valid_ratios_4d  # [B, T, L, 4]
             # detrex embeds reference_input[:, :, 0] (scaled by level 0's valid ratio), which makes a query's
             # position depend on how much the batch is padded; the unpadded box keeps the model padding-invariant.
             query_pos = self.ref_point_head(get_sine_pos_embed(reference, self.embed_dim // 2))
             tgt = layer(tgt, query_pos, reference_input, memory, spatial_shapes, memory_valid, attn_mask)
-            hidden = self.norm(tgt)
-            delta = box_head(hidden)
-            refined = (delta + inverse_sigmoid(reference)).sigmoid()
-            if self.look_forward_twice:
-                boxes.append((delta + inverse_sigmoid(previous_refined)).sigmoid())
-            else:
-                boxes.append(refined)
-            hidden_states.append(hidden)
-            previous_refined, reference = refined, refined.detach()
-        return torch.stack(hidden_states), torch.stack(boxes)
+            predictions.append(heads.predict(index, self.norm(tgt), prediction_reference))
+            if index + 1 < len(self.layers):  # the last layer's refined box would feed nothing
+                refined = heads.refine(index, tgt, reference)
+                reference = refined.detach()
+                prediction_reference = refined if self.look_forward_twice else reference
+        return Predictions(torch.stack([p.logits for p in predictions]), torch.stack([p.boxes for p in predictions]))
 
 
 class DINOTransformer(nn.Module):
-    """Encoder + query selection + decoder. The detector owns the prediction heads and passes them in."""
+    """Encoder + query selection + decoder. The prediction heads (``DINOHeads``) are passed to ``forward``."""
 
     def __init__(self, encoder: DINOTransformerEncoder, decoder: DINOTransformerDecoder,
                  num_feature_levels: int = 4):
@@ -167,8 +192,10 @@ class DINOTransformer(nn.Module):
         """Real (unpadded) width and height of every level: [B, L, 2] (w, h); padding is bottom/right."""
         return torch.stack([torch.stack([m[:, 0, :].sum(1), m[:, :, 0].sum(1)], -1) for m in masks], 1).float()
 
-    def encoder_proposals(self, memory, memory_valid, spatial_shapes, valid_sizes):
-        """One anchor box per encoder token (its pixel centre, side 0.05 * 2^level of the image), in logit
+    def encoder_proposals(self, memory, memory_valid, spatial_shapes, valid_sizes
+                          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``memory [B, N, C]``, ``memory_valid [B, N]``, ``valid_sizes [B, L, 2]`` -> proposal features
+        ``[B, N, C]``, anchors ``[B, N, 4]`` (logit space) and ``usable [B, N]``. One anchor box per encoder token (its pixel centre, side 0.05 * 2^level of the image), in logit
         space; tokens on padding or too close to the border get +inf and are never selected."""
         proposals = []
         for level, (h, w) in enumerate(spatial_shapes):
@@ -184,18 +211,14 @@ class DINOTransformer(nn.Module):
         return self.enc_output_norm(self.enc_output(features)), proposals, usable
 
     def forward(self, features: List[torch.Tensor], masks: List[torch.Tensor], pos_embeds: List[torch.Tensor],
-                content_queries: torch.Tensor, class_heads: Sequence[nn.Module], box_heads: Sequence[nn.Module],
-                dn_content: Optional[torch.Tensor] = None, dn_boxes_unact: Optional[torch.Tensor] = None,
-                attn_mask: Optional[torch.Tensor] = None) -> dict:
+                content_queries: torch.Tensor, heads: DINOHeads,
+                denoising: Optional[DenoisingQueries] = None) -> TransformerOutput:
         """
         Args:
             features/masks/pos_embeds: per level [B, C, h, w] / bool [B, h, w] (True = real) / [B, C, h, w].
             content_queries: [K, C] learned content of the K matching queries (K = number selected).
-            class_heads/box_heads: num_decoder_layers + 1 heads; the last ones score the encoder proposals.
-            dn_content/dn_boxes_unact: [B, P, C] / [B, P, 4] denoising queries (logit boxes), or None.
-            attn_mask: [P + K, P + K] bool, True = may not attend.
-        Returns dict with ``hidden`` [layers, B, P+K, C], ``boxes`` [layers, B, P+K, 4],
-        ``enc_logits`` [B, K, classes], ``enc_boxes`` [B, K, 4].
+            heads: the class/box heads of every decoder layer and of the encoder proposals.
+            denoising: the batch's denoising queries (training), or None.
         """
         if len(features) != self.num_feature_levels:
             raise ValueError(f"DINOTransformer built for {self.num_feature_levels} feature levels got "
@@ -213,21 +236,19 @@ class DINOTransformer(nn.Module):
 
         # Two-stage mixed query selection.
         proposal_features, proposals, usable = self.encoder_proposals(memory, valid, spatial_shapes, sizes)
-        all_logits = class_heads[-1](proposal_features)
-        all_boxes_unact = box_heads[-1](proposal_features) + proposals
+        all_logits, all_boxes_unact = heads.score_proposals(proposal_features, proposals)
         num_queries = content_queries.shape[0]
         scores = all_logits.max(-1)[0].masked_fill(~usable, float("-inf"))
         topk = scores.topk(num_queries, dim=1)[1]
         enc_logits = torch.gather(all_logits, 1, topk[..., None].expand(-1, -1, all_logits.shape[-1]))
         enc_boxes_unact = torch.gather(all_boxes_unact, 1, topk[..., None].expand(-1, -1, 4))
 
-        batch = src.shape[0]
-        tgt = content_queries[None].expand(batch, -1, -1)
+        tgt = content_queries[None].expand(src.shape[0], -1, -1)
         reference = enc_boxes_unact.detach().sigmoid()
-        if dn_content is not None:
-            tgt = torch.cat([dn_content, tgt], 1)
-            reference = torch.cat([dn_boxes_unact.sigmoid(), reference], 1)
+        attn_mask = None
+        if denoising is not None:
+            tgt, reference = denoising.prepend_to(tgt, reference)
+            attn_mask = denoising.attn_mask
 
-        hidden, boxes = self.decoder(tgt, reference, memory, spatial_shapes, valid_ratios, valid, attn_mask,
-                                     box_heads[:-1])
-        return {"hidden": hidden, "boxes": boxes, "enc_logits": enc_logits, "enc_boxes": enc_boxes_unact.sigmoid()}
+        decoded = self.decoder(tgt, reference, memory, spatial_shapes, valid_ratios, valid, attn_mask, heads)
+        return TransformerOutput(decoded, Predictions(enc_logits, enc_boxes_unact.sigmoid()))
