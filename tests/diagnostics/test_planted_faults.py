@@ -52,7 +52,7 @@ def test_lr_far_too_high_is_divergence(tmp_path):
 
 def test_optimizer_that_excludes_the_head(tmp_path):
     def drop_heads(model, optimizer, loader):
-        heads = {id(p) for m in (model.class_embed, model.bbox_embed) for p in m.parameters()}
+        heads = {id(p) for p in model.heads.parameters()}
         for g in optimizer.param_groups:
             g["params"] = [p for p in g["params"] if id(p) not in heads]
         return model, optimizer, loader
@@ -60,7 +60,7 @@ def test_optimizer_that_excludes_the_head(tmp_path):
     doctor, _, error = run(load_cfg(output_dir=str(tmp_path)), 3, mutate=drop_heads)
     assert error is None
     f = doctor.report.findings["params_not_in_optimizer"]
-    assert {n.split(".")[0] for n in f.data["names"]} == {"class_embed", "bbox_embed"}
+    assert {".".join(n.split(".")[:2]) for n in f.data["names"]} == {"heads.class_embed", "heads.bbox_embed"}
     assert f.severity == "error"
 
 
