@@ -64,7 +64,10 @@ def instantiate(cfg: Any, _path: str | None = None) -> Any:
 
 
 def _call(cfg: Any, path: str) -> Any:
+    """Build the callable of a `_target_` node and call it with the node's (built) arguments."""
     target = _child(cfg, TARGET, path)
+    if isinstance(target, (DictConfig, Mapping)) and TARGET in target:
+        target = instantiate(target, _join(path, TARGET))  # a lazy call that returns the callable (detectron2)
     if isinstance(target, str):
         try:
             target = locate(target)

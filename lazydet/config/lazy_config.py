@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from omegaconf import DictConfig
 
 from .errors import ConfigError
-from .loader import load_config_file
+from .loader import load_config_and_names, load_config_file
 from .overrides import apply_overrides
 from .serialize import to_plain, to_python_source
 
@@ -21,18 +21,20 @@ class LazyConfig:
 
     @staticmethod
     def load(path: str | os.PathLike, keys: str | Sequence[str] | None = None) -> Any:
-        """Load a .py recipe or a .yaml config as a DictConfig.
+        """Load a .py recipe or a .yaml config as a DictConfig (its top-level dict and list values).
 
-        keys: a top-level key (returns its value) or a sequence of keys (returns a tuple of values)."""
-        cfg = load_config_file(path)
+        keys: a top-level name (returns its value) or a sequence of names (returns a tuple of values). As in
+        detectron2, a name may hold anything the recipe defined, e.g. a plain string or number."""
         if keys is None:
-            return cfg
+            return load_config_file(path)
+        _, names = load_config_and_names(path)
         wanted = [keys] if isinstance(keys, str) else list(keys)
-        missing = [k for k in wanted if k not in cfg]
+        missing = [k for k in wanted if k not in names]
         if missing:
+            defined = ", ".join(str(k) for k in names if not str(k).startswith("_")) or "nothing"
             raise ConfigError(f"{path}: no top-level key(s) {', '.join(map(repr, missing))}; "
-                              f"the recipe defines {', '.join(map(str, cfg.keys())) or 'nothing'}")
-        return cfg[keys] if isinstance(keys, str) else tuple(cfg[k] for k in wanted)
+                              f"the file defines {defined}")
+        return names[keys] if isinstance(keys, str) else tuple(names[k] for k in wanted)
 
     @staticmethod
     def load_rel(path: str, keys: str | Sequence[str] | None = None) -> Any:

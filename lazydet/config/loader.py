@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import re
 import sys
 import traceback
 import types
@@ -27,21 +28,33 @@ _builtin_import = builtins.__import__
 
 
 def load_config_file(path: str | Path) -> DictConfig:
-    """Load a .py recipe or a .yaml config into a DictConfig (flag allow_objects)."""
+    """Load a .py recipe or a .yaml config into a DictConfig (flag allow_objects): a recipe's public
+    top-level dict and list values (as detectron2 keeps them; other names are left out)."""
+    return load_config_and_names(path)[0]
+
+
+def load_config_and_names(path: str | Path) -> tuple[DictConfig, dict[str, Any]]:
+    """(the config as load_config_file gives it, every top-level name the file defined -> its value).
+
+    In the second, names that made it into the config map to the config's nodes (so interpolations between
+    top-level keys still resolve); anything else (a string, a number, a module...) maps to its plain value,
+    so `LazyConfig.load(path, keys=...)` finds what detectron2's finds."""
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         hint = "" if path.parent.is_dir() else f" (folder {path.parent} does not exist either)"
         raise ConfigError(f"config file not found: {path}{hint}")
     if path.suffix in YAML_SUFFIXES:
-        return _load_yaml(path)
+        cfg = _load_yaml(path)
+        return cfg, {name: cfg[name] for name in cfg.keys()}
     if path.suffix not in PY_SUFFIXES:
         raise ConfigError(f"{path}: unknown config file type {path.suffix!r} (expected .py or .yaml)")
     namespace = _exec_recipe(path)
+    namespace.pop("__builtins__", None)
     content = {name: value for name, value in namespace.items()
                if not name.startswith("_") and isinstance(value, (dict, list, DictConfig, ListConfig))}
     cfg = OmegaConf.create(content, flags=CONFIG_FLAGS)
     encode_tree(cfg)
-    return cfg
+    return cfg, {name: cfg[name] if name in content else value for name, value in namespace.items()}
 
 
 def encode_tree(cfg: Any) -> None:
@@ -66,11 +79,27 @@ def encode_tree(cfg: Any) -> None:
                 cfg[key] = encoded
 
 
+_PYTHON_TAG = re.compile(r"tag:yaml.org,2002:(python/(\w+)(?::([\w.]*))?)")
+_TAG_ADVICE = {
+    "name": "write the import path as a plain string ({name!r}; lazydet configs store callables that way)",
+    "object": "write it as a mapping with `_target_: {name}` and its fields, as LazyConfig.save stores dataclasses",
+}
+
+
 def _load_yaml(path: Path) -> DictConfig:
+    """A YAML config as a DictConfig; YAML errors become one line with the file, line and what to do."""
     try:
         cfg = OmegaConf.load(path)
     except Exception as e:
-        raise ConfigError(f"{path}: cannot parse YAML: {type(e).__name__}: {one_line(e)}") from e
+        tag = _PYTHON_TAG.search(str(getattr(e, "problem", "")))
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        if tag:  # detectron2 writes Python objects with yaml tags (loaded there by yaml.unsafe_load)
+            kind, name = tag.group(2), tag.group(3) or ""
+            advice = _TAG_ADVICE.get(kind, "replace it by plain data").format(name=name)
+            raise ConfigError(f"{where}: YAML tag !!{tag.group(1)} is not supported (lazydet never executes "
+                              f"code from a YAML file); load the run's .py recipe instead, or {advice}") from e
+        raise ConfigError(f"{where}: cannot parse YAML: {type(e).__name__}: {one_line(e)}") from e
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: a config file must hold a mapping at top level, found a list")
     cfg._set_flag("allow_objects", True)

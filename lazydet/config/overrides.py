@@ -58,11 +58,45 @@ def _apply_one(cfg: DictConfig, override: str) -> None:
     if mode == "+":
         raise ConfigError(f"cannot add {key!r}: it already exists (value {one_line(repr(_plain(old)), 60)}); "
                           f"drop the '+' to override it")
+    if isinstance(value, str) and "${" in value:
+        _set_interpolation(parent, last, key, old, value, raw)
+        return
     if last == TARGET or _is_callable_reference(old):
         value = _checked_target(key, old, value, raw)
     else:
-        value = _checked(key, old, value, raw)
+        value = _checked(key, _resolved(parent, last, old), value, raw)
     _set(parent, last, value, key)
+
+
+def _resolved(parent: Any, last: str, value: Any) -> Any:
+    """What the node at parent[last] resolves to when it holds an interpolation (plain containers), else
+    value; None (accept anything) when it does not resolve yet."""
+    if not (isinstance(value, str) and "${" in value):
+        return value
+    try:
+        resolved = parent[int(last) if isinstance(parent, ListConfig) else last]
+    except Exception:
+        return None
+    return OmegaConf.to_container(resolved, resolve=True) if isinstance(resolved, (DictConfig, ListConfig)) else resolved
+
+
+def _set_interpolation(parent: Any, last: str, key: str, old: Any, value: str, raw: str) -> None:
+    """`key=${other.key}`: set it, resolve it now and type-check what it resolves to against the value it
+    replaces (the interpolation itself is kept); on any error the old value is put back."""
+    expected = _resolved(parent, last, old)
+    _set(parent, last, value, key)
+    try:
+        resolved = parent[int(last) if isinstance(parent, ListConfig) else last]
+    except Exception as e:
+        _set(parent, last, old, key)
+        raise ConfigError(f"override {key}={raw.strip()}: cannot resolve the interpolation: "
+                          f"{type(e).__name__}: {one_line(str(e).splitlines()[0])}") from e
+    resolved = _resolved(parent, last, value)
+    try:
+        _checked(key, expected, resolved, raw)
+    except ConfigError as e:
+        _set(parent, last, old, key)
+        raise ConfigError(f"{e} (the interpolation resolves to {one_line(repr(resolved), 60)})") from e
 
 
 def _is_callable_reference(old: Any) -> bool:

@@ -5,11 +5,12 @@ tensor...) is reported with its dotted key; nothing is ever dropped silently.
 """
 from __future__ import annotations
 
+import dataclasses
 import keyword
 import math
 from typing import Any
 
-from omegaconf import Container, OmegaConf
+from omegaconf import Container, OmegaConf, SCMode
 
 from .errors import ConfigError, one_line
 from .lazy import ARGS, PARTIAL, TARGET, encode_target, encode_value, import_path, locate
@@ -22,9 +23,8 @@ def to_plain(cfg: Any, strict: bool = True) -> Any:
 
     strict: raise a ConfigError naming every unsavable key; else replace them by "<unsavable ...>" strings
     (the caller should then warn with `unsavable_keys`)."""
-    data = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, Container) else cfg
     problems: list[str] = []
-    plain = _convert(data, "", problems)
+    plain = _convert(cfg, "", problems)
     if problems and strict:
         raise ConfigError(f"cannot write config: {len(problems)} value(s) are not data and have no import path: "
                           + "; ".join(problems)
@@ -36,13 +36,27 @@ def to_plain(cfg: Any, strict: bool = True) -> Any:
 def unsavable_keys(cfg: Any) -> list[str]:
     """'key: why' for every value of cfg that save/to_py cannot write."""
     problems: list[str] = []
-    _convert(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, Container) else cfg, "", problems)
+    _convert(cfg, "", problems)
     return problems
 
 
+def _container(node: Container) -> Any:
+    """A config node as plain containers; dataclass (structured) nodes become instances, which _convert
+    then writes as lazy calls of their type."""
+    return OmegaConf.to_container(node, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
+
+
+def dump_dataclass(obj: Any) -> dict[str, Any]:
+    """A dataclass instance as the lazy call that rebuilds it, ``{_target_: its type's path, **fields}``
+    (as detectron2's ``dump_dataclass``), so it loads back as itself and not as a dict."""
+    return {TARGET: encode_target(type(obj)), **{f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}}
+
+
 def _convert(value: Any, key: str, problems: list[str]) -> Any:
-    if isinstance(value, Container):  # config nodes inside plain containers
-        value = OmegaConf.to_container(value, resolve=False)
+    if isinstance(value, Container):  # config nodes (the root, or inside plain containers)
+        value = _container(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dump_dataclass(value)
     if isinstance(value, _SCALARS):
         return value if type(value) in _SCALARS else _base_scalar(value)
     if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:

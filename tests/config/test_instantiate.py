@@ -27,6 +27,26 @@ def explode(reason):
     raise RuntimeError(f"exploded because {reason}")
 
 
+class Adder:
+    """A callable object built by a lazy call: ``Adder(k)(x) == x + k``."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, x):
+        return x + self.k
+
+
+def test_target_that_is_itself_a_lazy_call_is_built_then_called():
+    cfg = DictConfig({"_target_": L(Adder)(k=3), "x": 4}, flags={"allow_objects": True})
+    assert instantiate(cfg) == 7
+    nested = OmegaConf.create({"m": {"_target_": {"_target_": f"{__name__}.Adder", "k": 1},
+                                     "x": 1}})
+    assert instantiate(nested.m) == 2
+    with pytest.raises(ConfigError, match=r"m\._target_: not callable: 5"):
+        instantiate(OmegaConf.create({"m": {"_target_": L(int)(5)}}, flags={"allow_objects": True}).m)
+
+
 def test_lazycall_records_target_as_import_path_and_kwargs():
     cfg = L(Pair)(left=1, right=[1, 2])
     assert isinstance(cfg, DictConfig)

@@ -89,6 +89,39 @@ def test_only_dicts_and_lists_become_config_keys(tmp_path):
     assert sorted(cfg.keys()) == ["kept", "kept_list"]
 
 
+def test_load_keys_finds_plain_values_as_detectron2_does(tmp_path):
+    """keys= looks among everything the file defined, not only the dicts and lists load() keeps."""
+    write_tree(tmp_path, {"r.py": """
+        dataset_name = "coco_2017_val"
+        num_iters = 5
+        model = dict(d="${dataset}")
+        dataset = dict(name=dataset_name)
+    """, "sub/s.py": """
+        from lazydet.config import LazyConfig
+        name_again = LazyConfig.load_rel("../r.py", keys="dataset_name")
+    """})
+    assert LazyConfig.load(tmp_path / "r.py", keys="dataset_name") == "coco_2017_val"
+    iters, model = LazyConfig.load(tmp_path / "r.py", keys=("num_iters", "model"))
+    assert iters == 5 and isinstance(model, DictConfig) and model.d.name == "coco_2017_val"
+    assert LazyConfig.load(tmp_path / "sub/s.py", keys="name_again") == "coco_2017_val"
+    assert sorted(LazyConfig.load(tmp_path / "r.py").keys()) == ["dataset", "model"]  # load() keeps configs
+
+
+@pytest.mark.parametrize("text,line,tag,advice", [
+    ("model:\n  _target_: !!python/name:detectron2.modeling.GeneralizedRCNN ''\n", 2,
+     "!!python/name:detectron2.modeling.GeneralizedRCNN", "'detectron2.modeling.GeneralizedRCNN'"),
+    ("a: 1\nmodel:\n  shape: !!python/object:detectron2.layers.ShapeSpec\n    channels: 256\n", 3,
+     "!!python/object:detectron2.layers.ShapeSpec", "`_target_: detectron2.layers.ShapeSpec`"),
+])
+def test_error_detectron2_yaml_tags_name_tag_line_and_remedy(tmp_path, text, line, tag, advice):
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        LazyConfig.load(tmp_path / "config.yaml")
+    message = str(info.value)
+    assert f"config.yaml:{line}: YAML tag {tag} is not supported" in message
+    assert advice in message and ".py recipe" in message and "\n" not in message
+
+
 def test_get_config_from_env_root(tree, monkeypatch):
     monkeypatch.setenv("LAZYDET_CONFIGS", str(tree / "configs"))
     assert configs_root() == tree / "configs"
@@ -165,7 +198,7 @@ def test_error_bad_yaml_and_lazycall_in_recipe(tmp_path):
         from lazydet.config import LazyCall as L
         model = L("torch.nn.NoSuchThing")(x=1)
     """})
-    with pytest.raises(ConfigError, match=r"bad\.yaml: cannot parse YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2: cannot parse YAML"):
         LazyConfig.load(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match=r"r\.py:2: cannot import 'torch\.nn\.NoSuchThing'"):
         LazyConfig.load(tmp_path / "r.py")

@@ -137,3 +137,22 @@ def test_override_callable_arguments_and_targets_are_checked():
         LazyConfig.apply_overrides(cfg, ["model._target_=collections.OrderDict"])
     with pytest.raises(ConfigError, match=r"override model\._target_=3: expected an import path"):
         LazyConfig.apply_overrides(cfg, ["model._target_=3"])
+
+
+def test_interpolation_values_are_checked_by_what_they_resolve_to():
+    cfg = base_config()
+    LazyConfig.apply_overrides(cfg, ["model.num_classes=${train.max_iter}", "train.lr=${model.num_classes}",
+                                     "train.output_dir=/runs/${train.max_iter}"])
+    assert OmegaConf.to_container(cfg.model)["num_classes"] == "${train.max_iter}"  # kept as an interpolation
+    assert cfg.model.num_classes == 90000 and cfg.train.lr == 90000 and cfg.train.output_dir == "/runs/90000"
+    LazyConfig.apply_overrides(cfg, ["train.max_iter=10"])
+    assert cfg.model.num_classes == 10  # follows its source
+    with pytest.raises(ConfigError) as info:
+        LazyConfig.apply_overrides(cfg, ["model.num_classes=${train.output_dir}"])
+    assert "wrong type: the key holds an int (10)" in str(info.value) and "resolves to '/runs/10'" in str(info.value)
+    with pytest.raises(ConfigError, match=r"model\.num_classes=\$\{train\.nope\}: cannot resolve the interpolation"):
+        LazyConfig.apply_overrides(cfg, ["model.num_classes=${train.nope}"])
+    assert cfg.model.num_classes == 10  # a refused override leaves the old value
+    # a key holding an interpolation is checked against what it resolves to
+    with pytest.raises(ConfigError, match=r"override train\.lr=abc: wrong type: the key holds an int \(10\)"):
+        LazyConfig.apply_overrides(cfg, ["train.lr=abc"])

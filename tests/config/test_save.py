@@ -1,4 +1,5 @@
 """LazyConfig.save / to_py: configs written out load back equal; unsavable values are reported by key."""
+import dataclasses
 import functools
 import math
 
@@ -19,6 +20,18 @@ class Block:
 
 def scaled(x, scale=1.0):
     return x * scale
+
+
+@dataclasses.dataclass
+class Shape:
+    """A detectron2-ShapeSpec-like dataclass value."""
+    channels: int
+    stride: int = 1
+
+
+def channels_of(shape, shapes=()):
+    """What a builder expecting Shape objects does with them."""
+    return shape.channels + sum(s.stride for s in shapes)
 
 
 def rich_config():
@@ -169,3 +182,17 @@ def test_numpy_scalars_are_written_as_numbers(tmp_path):
     del cfg["c"]
     LazyConfig.save(cfg, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == {"a": 0.5, "b": 3}
+
+
+def test_dataclass_values_come_back_as_themselves(tmp_path):
+    """As detectron2's dump_dataclass: a dataclass value is written as a lazy call of its type."""
+    cfg = OmegaConf.create({"m": L(channels_of)(shape=Shape(channels=1024), shapes=[Shape(8, stride=4)])},
+                           flags={"allow_objects": True})
+    assert instantiate(cfg.m) == 1028
+    LazyConfig.save(cfg, tmp_path / "c.yaml")
+    saved = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert saved["m"]["shape"] == {"_target_": f"{__name__}.Shape", "channels": 1024, "stride": 1}
+    back = LazyConfig.load(tmp_path / "c.yaml")
+    assert instantiate(back.m) == 1028 and instantiate(back.m.shape) == Shape(1024)
+    (tmp_path / "c.py").write_text(LazyConfig.to_py(cfg))
+    assert instantiate(LazyConfig.load(tmp_path / "c.py").m) == 1028
