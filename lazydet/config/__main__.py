@@ -14,6 +14,8 @@ from .lazy_config import LazyConfig
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default sys.argv[1:]); print the config; return the exit code (2 on a
+    config error, whose one-line message goes to stderr)."""
     parser = argparse.ArgumentParser(prog="python -m lazydet.config", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", help="recipe .py or saved config .yaml")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value (+new.key=value adds a key)")

@@ -107,17 +107,17 @@ def _is_callable_reference(old: Any) -> bool:
 def _checked_target(key: str, old: Any, new: Any, raw: str) -> Any:
     """`x._target_=pkg.mod.Name` or `model.act=torch.nn.ReLU`: the new import path must import now."""
     if not isinstance(new, str):
-        if new is None and last_part(key) != TARGET:
+        if new is None and _last_part(key) != TARGET:
             return None
         raise ConfigError(f"override {key}={raw.strip()}: expected an import path like 'package.module.Name'")
     try:
         locate(new)
     except ConfigError as e:
         raise ConfigError(f"override {key}={raw.strip()}: {e}") from e
-    return new if last_part(key) == TARGET else {TARGET: new, PARTIAL: True}
+    return new if _last_part(key) == TARGET else {TARGET: new, PARTIAL: True}
 
 
-def last_part(key: str) -> str:
+def _last_part(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 

@@ -30,10 +30,12 @@ class DenoisingMeta:
 
     @property
     def group_size(self) -> int:
+        """Queries per group: ``pad`` positives then ``pad`` negatives."""
         return 2 * self.pad
 
     @property
     def num_queries(self) -> int:
+        """P, the denoising queries of an image."""
         return self.num_groups * self.group_size
 
     def positive_indices(self, num_boxes: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,9 @@ def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float, g
 
 
 class HungarianMatcher(nn.Module):
+    """One-to-one assignment of queries to ground-truth boxes per image, minimising the weighted cost above
+    (``cost_class``, ``cost_bbox``, ``cost_giou``; focal ``alpha``/``gamma``). No parameters; no gradient."""
+
     def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0,
                  alpha: float = 0.25, gamma: float = 2.0):
         super().__init__()

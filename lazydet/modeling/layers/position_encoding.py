@@ -36,6 +36,7 @@ class PositionEmbeddingSine(nn.Module):
         self.eps = eps
 
     def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask [B, H, W]`` (True on real pixels) -> ``[B, 2 * num_pos_feats, H, W]`` float32."""
         real = mask.to(torch.float32)
         y_embed = real.cumsum(1)
         x_embed = real.cumsum(2)
