@@ -77,7 +77,9 @@ def _resolved(parent: Any, last: str, value: Any) -> Any:
         resolved = parent[int(last) if isinstance(parent, ListConfig) else last]
     except Exception:
         return None
-    return OmegaConf.to_container(resolved, resolve=True) if isinstance(resolved, (DictConfig, ListConfig)) else resolved
+    if isinstance(resolved, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(resolved, resolve=True)
+    return resolved
 
 
 def _set_interpolation(parent: Any, last: str, key: str, old: Any, value: str, raw: str) -> None:

@@ -139,7 +139,8 @@ class DINOTransformerDecoder(nn.Module):
     def forward(self, tgt, reference_boxes, memory, spatial_shapes, valid_ratios, memory_valid,
                 attn_mask, heads: DINOHeads) -> Predictions:
         """Queries ``tgt [B, T, C]`` with boxes ``reference_boxes [B, T, 4]`` (sigmoid space) over ``memory
-        [B, N, C]`` -> every layer's predictions: logits ``[num_layers, B, T, K]``, boxes ``[num_layers, B, T, 4]``."""
+        [B, N, C]`` -> every layer's predictions: logits ``[num_layers, B, T, K]``, boxes
+        ``[num_layers, B, T, 4]``."""
         valid_ratios_4d = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # [B, 1, L, 4]
         reference = reference_boxes.detach()
         prediction_reference = reference  # the box layer i's prediction refines (look-forward-twice: with grad)
@@ -155,7 +156,8 @@ class DINOTransformerDecoder(nn.Module):
                 refined = heads.refine(index, tgt, reference)
                 reference = refined.detach()
                 prediction_reference = refined if self.look_forward_twice else reference
-        return Predictions(torch.stack([p.logits for p in predictions]), torch.stack([p.boxes for p in predictions]))
+        return Predictions(torch.stack([p.logits for p in predictions]),
+                           torch.stack([p.boxes for p in predictions]))
 
 
 class DINOTransformer(nn.Module):
@@ -195,8 +197,9 @@ class DINOTransformer(nn.Module):
     def encoder_proposals(self, memory, memory_valid, spatial_shapes, valid_sizes
                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``memory [B, N, C]``, ``memory_valid [B, N]``, ``valid_sizes [B, L, 2]`` -> proposal features
-        ``[B, N, C]``, anchors ``[B, N, 4]`` (logit space) and ``usable [B, N]``. One anchor box per encoder token (its pixel centre, side 0.05 * 2^level of the image), in logit
-        space; tokens on padding or too close to the border get +inf and are never selected."""
+        ``[B, N, C]``, anchors ``[B, N, 4]`` (logit space) and ``usable [B, N]``. One anchor box per encoder
+        token (its pixel centre, side 0.05 * 2^level of the image); tokens on padding or too close to the
+        border get +inf and are never selected."""
         proposals = []
         for level, (h, w) in enumerate(spatial_shapes):
             ys, xs = torch.meshgrid(torch.arange(h, device=memory.device, dtype=torch.float32) + 0.5,
