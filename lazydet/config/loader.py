@@ -83,6 +83,7 @@ _PYTHON_TAG = re.compile(r"tag:yaml.org,2002:(python/(\w+)(?::([\w.]*))?)")
 _TAG_ADVICE = {
     "name": "write the import path as a plain string ({name!r}; lazydet configs store callables that way)",
     "object": "write it as a mapping with `_target_: {name}` and its fields, as LazyConfig.save stores dataclasses",
+    "tuple": "write it as a plain YAML list",
 }
 
 

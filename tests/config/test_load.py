@@ -112,6 +112,7 @@ def test_load_keys_finds_plain_values_as_detectron2_does(tmp_path):
      "!!python/name:detectron2.modeling.GeneralizedRCNN", "'detectron2.modeling.GeneralizedRCNN'"),
     ("a: 1\nmodel:\n  shape: !!python/object:detectron2.layers.ShapeSpec\n    channels: 256\n", 3,
      "!!python/object:detectron2.layers.ShapeSpec", "`_target_: detectron2.layers.ShapeSpec`"),
+    ("a: 1\nb: !!python/tuple [1, 2]\n", 2, "!!python/tuple", "plain YAML list"),
 ])
 def test_error_detectron2_yaml_tags_name_tag_line_and_remedy(tmp_path, text, line, tag, advice):
     (tmp_path / "config.yaml").write_text(text)
