@@ -2,19 +2,16 @@
 
 Same semantics as the PyTorch path (``ms_deform_attn_pytorch``): bilinear, ``align_corners=False``, zeros
 outside the map, levels concatenated fine to coarse. Inputs may be fp32, bf16 or fp16 (each tensor its own);
-sums are fp32 (fp64 for fp64 ``value``, for gradcheck), the output has ``value``'s dtype and each gradient its input's dtype. Backward recomputes the
-corner weights: only the inputs are saved. Runs on CUDA tensors, or on CPU tensors through Triton's
-interpreter when ``TRITON_INTERPRET=1`` is set (slow; for tests). Triton itself is imported lazily, so
-lazydet imports without it.
+sums are fp32 (fp64 for fp64 ``value``, for gradcheck), the output has ``value``'s dtype and each gradient
+its input's dtype. Backward recomputes the corner weights: only the inputs are saved. Runs on CUDA tensors, or on CPU tensors through Triton's
+interpreter when ``TRITON_INTERPRET=1`` is set before Python starts (triton reads it when it is first
+imported; slow, for tests). Triton itself is imported lazily, so lazydet imports without it.
 """
-import functools
-import importlib.util
 import os
 from typing import Optional, Sequence, Tuple
 
 import torch
 
-KERNELS_FILE = os.path.join(os.path.dirname(__file__), "ms_deform_attn_triton_kernels.py")
 BLOCK_Q = 64  # queries per program; a program holds BLOCK_Q x next_pow2(D) fp32 accumulators
 
 
@@ -32,18 +29,15 @@ def triton_unavailable_reason(device: torch.device) -> Optional[str]:
     if device.type == "cuda" or (device.type == "cpu" and _interpreting()):
         return None
     return (f"impl='triton' runs on CUDA tensors, or on the CPU only under Triton's interpreter "
-            f"(TRITON_INTERPRET=1); got {device.type} tensors without it: use impl='pytorch' or 'auto'")
+            f"(TRITON_INTERPRET=1 before Python starts); got {device.type} tensors without it: "
+            "use impl='pytorch' or 'auto'")
 
 
-@functools.lru_cache(maxsize=None)
-def load_kernels(interpret: bool):
-    """The kernels module, executed afresh for one Triton mode: ``triton.jit`` chooses compiled or
-    interpreted when it decorates, so both modes can live in one process (tests set the variable late)."""
-    spec = importlib.util.spec_from_file_location(
-        f"lazydet_ms_deform_attn_kernels_{'interpreted' if interpret else 'compiled'}", KERNELS_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _kernels():
+    """The kernels module (imports triton)."""
+    from . import ms_deform_attn_triton_kernels
+
+    return ms_deform_attn_triton_kernels
 
 
 def _launch_args(value: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]], locations: torch.Tensor):
@@ -69,7 +63,7 @@ class TritonDeformableAttention(torch.autograd.Function):
         value, locations, weights = (t.contiguous() for t in (value, sampling_locations, attention_weights))
         shapes, starts, grid, sizes, meta = _launch_args(value, spatial_shapes, locations)
         out = value.new_empty(value.shape[0], locations.shape[1], value.shape[2], value.shape[3])
-        load_kernels(_interpreting()).ms_deform_attn_fwd[grid](
+        _kernels().ms_deform_attn_fwd[grid](
             value, shapes, starts, locations, weights, out, *sizes, **meta)
         ctx.spatial_shapes = spatial_shapes
         ctx.save_for_backward(value, locations, weights)
@@ -85,7 +79,7 @@ class TritonDeformableAttention(torch.autograd.Function):
         grad_value = torch.zeros(value.shape, dtype=acc_dtype, device=value.device)
         grad_locations = torch.empty(locations.shape, dtype=acc_dtype, device=value.device)
         grad_weights = torch.empty(weights.shape, dtype=acc_dtype, device=value.device)
-        load_kernels(_interpreting()).ms_deform_attn_bwd[grid](
+        _kernels().ms_deform_attn_bwd[grid](
             value, shapes, starts, locations, weights, grad_output,
             grad_value, grad_locations, grad_weights, *sizes, **meta)
         return (grad_value.to(value.dtype), None, grad_locations.to(locations.dtype),

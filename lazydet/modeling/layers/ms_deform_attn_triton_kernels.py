@@ -1,9 +1,8 @@
 """Triton kernels of multi-scale deformable attention: forward and a backward that recomputes the bilinear
 corner weights (nothing per sampled point is stored between the two).
 
-Never import this file directly: ``ms_deform_attn_triton.load_kernels`` executes it once per Triton mode
-(compiled, or interpreted on the CPU under ``TRITON_INTERPRET=1``), because ``triton.jit`` picks the mode
-when it decorates.
+Imported lazily by ``ms_deform_attn_triton`` (it needs triton). Under ``TRITON_INTERPRET=1`` (set before
+Python starts) the kernels run on CPU tensors through Triton's interpreter.
 
 One program per (image, block of ``BLOCK_Q`` queries, head). It loops over levels and points and, for each
 of the 4 bilinear corners, gathers a ``[BLOCK_Q, BLOCK_D]`` tile of value rows (vectorised over the head's
