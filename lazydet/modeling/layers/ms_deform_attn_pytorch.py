@@ -39,16 +39,9 @@ def _level_inputs(value, spatial_shapes, sampling_locations, attention_weights):
 
 def grid_sample_attention(value: torch.Tensor, spatial_shapes: SpatialShapes, sampling_locations: torch.Tensor,
                           attention_weights: torch.Tensor) -> torch.Tensor:
-    """The sampling core, differentiable by plain autograd (which keeps every sample for backward).
-
-    Args:
-        value: [B, Nv, M, D].
-        spatial_shapes: (H_l, W_l) per level.
-        sampling_locations: [B, Nq, M, L, P, 2], (x, y) in [0, 1] of each level's padded map
-            (0 and 1 are the outer edges of the border pixels, as ``align_corners=False``).
-        attention_weights: [B, Nq, M, L, P] (softmax-ed over L * P by the caller).
-    Returns: [B, Nq, M * D]. Locations outside the map read zeros.
-    """
+    """The sampling core, differentiable by plain autograd (which keeps every sample for backward): value
+    [B, Nv, M, D], locations [B, Nq, M, L, P, 2], weights [B, Nq, M, L, P] -> [B, Nq, M * D], as
+    ``ms_deform_attn.multi_scale_deformable_attention`` documents."""
     batch, _, heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
     output = 0
