@@ -73,7 +73,7 @@ class GridSampleDeformableAttention(torch.autograd.Function):
         batch, _, heads, head_dim = value.shape
         num_queries = locations.shape[1]
         # [B, Nq, M*D] -> [B*M, D, Nq, 1], the layout of one level's samples
-        grad_out = grad_output.view(batch, num_queries, heads, head_dim).permute(0, 2, 3, 1)
+        grad_out = grad_output.reshape(batch, num_queries, heads, head_dim).permute(0, 2, 3, 1)
         grad_out = grad_out.reshape(batch * heads, head_dim, num_queries, 1)
         want_value, _, want_locations, want_weights = ctx.needs_input_grad
         grad_values, grad_grids, grad_weights = [], [], []
