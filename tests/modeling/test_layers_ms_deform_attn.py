@@ -1,11 +1,17 @@
-"""Multi-scale deformable attention vs a direct per-point bilinear computation; padding / valid ratios."""
+"""Multi-scale deformable attention vs a direct per-point bilinear computation; padding / valid ratios; the
+recomputing backward of the PyTorch path vs plain autograd; choosing the core (the Triton kernel itself:
+test_layers_ms_deform_attn_triton.py)."""
+import logging
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lazydet.modeling.dino import DINOTransformerDecoder, DINOTransformerEncoder
 from lazydet.modeling.layers import MultiScaleDeformableAttention, multi_scale_deformable_attention
+from lazydet.modeling.layers import ms_deform_attn
+from lazydet.modeling.layers.ms_deform_attn_pytorch import GridSampleDeformableAttention, grid_sample_attention
 
 
 def bilinear_reference(value_map, x, y):
@@ -110,3 +116,89 @@ def test_bad_reference_shape_is_a_clear_error():
     attn = MultiScaleDeformableAttention(16, num_heads=2, num_levels=1, num_points=2)
     with pytest.raises(ValueError, match="reference_points"):
         attn(torch.randn(1, 3, 16), torch.rand(1, 3, 1, 3), torch.randn(1, 12, 16), [(3, 4)])
+
+
+def random_inputs(shapes, batch=2, nq=5, heads=2, dim=3, points=3, dtype=torch.float32, seed=0):
+    """value / locations (some outside [0, 1]) / softmax-ed weights, all requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    value = torch.randn(batch, sum(h * w for h, w in shapes), heads, dim, generator=g, dtype=dtype)
+    locations = torch.rand(batch, nq, heads, len(shapes), points, 2, generator=g, dtype=dtype) * 1.4 - 0.2
+    weights = torch.rand(batch, nq, heads, len(shapes), points, generator=g, dtype=dtype)
+    return [t.requires_grad_() for t in (value, locations, weights)]
+
+
+def test_recomputing_backward_matches_plain_autograd():
+    shapes = [(6, 7), (3, 4), (2, 2)]
+    inputs = random_inputs(shapes)
+    grad_out = torch.randn(2, 5, 2 * 3)
+    plain = grid_sample_attention(inputs[0], shapes, *inputs[1:])
+    recomputed = multi_scale_deformable_attention(inputs[0], shapes, *inputs[1:], impl="pytorch")
+    torch.testing.assert_close(recomputed, plain, atol=0, rtol=0)
+    for a, b in zip(torch.autograd.grad(recomputed, inputs, grad_out), torch.autograd.grad(plain, inputs, grad_out)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_recomputing_backward_gradcheck_float64():
+    shapes = [(3, 4), (2, 1)]
+    inputs = random_inputs(shapes, batch=1, nq=2, heads=2, dim=2, points=2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v, l, w: GridSampleDeformableAttention.apply(v, shapes, l, w), inputs)
+
+
+def saved_numel(fn):
+    """Elements of the tensors autograd saves for backward while `fn()` runs."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(sizes)
+
+
+def test_recomputing_backward_keeps_only_its_inputs():
+    shapes = [(8, 8), (4, 4)]
+    inputs = random_inputs(shapes, nq=40, heads=2, dim=8, points=4)
+    per_point_samples = 2 * 40 * 2 * 2 * 4 * 8  # B x Nq x M x L x P x D
+    plain = saved_numel(lambda: grid_sample_attention(inputs[0], shapes, *inputs[1:]))
+    recomputed = saved_numel(lambda: GridSampleDeformableAttention.apply(inputs[0], shapes, *inputs[1:]))
+    assert plain >= per_point_samples
+    assert recomputed == sum(t.numel() for t in inputs)
+
+
+def test_unknown_impl_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"^multi-scale deformable attention: impl='cuda' is not one of "
+                                         r"auto, pytorch, triton$"):
+        MultiScaleDeformableAttention(16, num_heads=2, num_levels=1, num_points=2, impl="cuda")
+
+
+def test_triton_without_cuda_or_interpreter_is_a_one_line_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    value, locations, weights = random_inputs([(3, 4)])
+    with pytest.raises(RuntimeError) as err:
+        multi_scale_deformable_attention(value, [(3, 4)], locations, weights, impl="triton")
+    message = str(err.value)
+    assert "\n" not in message and "impl='triton'" in message
+    assert ("TRITON_INTERPRET=1" in message and "got cpu tensors" in message) or "triton package" in message
+
+
+def test_auto_runs_the_pytorch_path_on_cpu_and_says_so_once(monkeypatch, caplog):
+    monkeypatch.setattr(ms_deform_attn, "_announced", set())
+    caplog.set_level(logging.INFO, logger=ms_deform_attn.__name__)
+    ran = []
+    real = GridSampleDeformableAttention.apply
+    monkeypatch.setattr(GridSampleDeformableAttention, "apply", lambda *a: ran.append(1) or real(*a))
+    attn = MultiScaleDeformableAttention(16, num_heads=2, num_levels=1, num_points=2)
+    for _ in range(3):
+        attn(torch.randn(1, 3, 16), torch.rand(1, 3, 1, 2), torch.randn(1, 12, 16), [(3, 4)])
+    assert len(ran) == 3
+    lines = [r.getMessage() for r in caplog.records if "deformable attention" in r.getMessage()]
+    assert lines == ["multi-scale deformable attention: pytorch core on cpu (impl='auto')"]
+
+
+def test_encoder_and_decoder_pass_impl_to_every_layer():
+    encoder = DINOTransformerEncoder(16, 2, 32, 0.0, 2, 2, 2, impl="triton")
+    decoder = DINOTransformerDecoder(16, 2, 32, 0.0, 3, 2, 2, impl="pytorch")
+    cores = [m.impl for m in (*encoder.modules(), *decoder.modules()) if isinstance(m, MultiScaleDeformableAttention)]
+    assert cores == ["triton"] * 2 + ["pytorch"] * 3

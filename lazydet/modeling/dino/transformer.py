@@ -48,9 +48,9 @@ def feed_forward(embed_dim: int, feedforward_dim: int, dropout: float) -> nn.Seq
 class EncoderLayer(nn.Module):
     """Deformable self-attention over all levels, then FFN (post-norm)."""
 
-    def __init__(self, embed_dim, num_heads, feedforward_dim, dropout, num_levels, num_points):
+    def __init__(self, embed_dim, num_heads, feedforward_dim, dropout, num_levels, num_points, impl="auto"):
         super().__init__()
-        self.self_attn = MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points)
+        self.self_attn = MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points, impl)
         self.dropout = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(embed_dim)
         self.ffn = feed_forward(embed_dim, feedforward_dim, dropout)
@@ -66,11 +66,11 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Self-attention among queries (masked for denoising), deformable cross-attention, FFN (post-norm)."""
 
-    def __init__(self, embed_dim, num_heads, feedforward_dim, dropout, num_levels, num_points):
+    def __init__(self, embed_dim, num_heads, feedforward_dim, dropout, num_levels, num_points, impl="auto"):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.cross_attn = MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points)
+        self.cross_attn = MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points, impl)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.ffn = feed_forward(embed_dim, feedforward_dim, dropout)
         self.norm3 = nn.LayerNorm(embed_dim)
@@ -91,11 +91,12 @@ class DINOTransformerEncoder(nn.Module):
     """``num_layers`` encoder layers over the flattened multi-scale tokens."""
 
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, feedforward_dim: int = 2048,
-                 dropout: float = 0.0, num_layers: int = 6, num_feature_levels: int = 4, num_points: int = 4):
+                 dropout: float = 0.0, num_layers: int = 6, num_feature_levels: int = 4, num_points: int = 4,
+                 impl: str = "auto"):
         super().__init__()
         self.embed_dim, self.num_feature_levels = embed_dim, num_feature_levels
-        self.layers = nn.ModuleList(
-            EncoderLayer(embed_dim, num_heads, feedforward_dim, dropout, num_feature_levels, num_points)
+        self.layers = nn.ModuleList(  # impl: deformable attention core, see MultiScaleDeformableAttention
+            EncoderLayer(embed_dim, num_heads, feedforward_dim, dropout, num_feature_levels, num_points, impl)
             for _ in range(num_layers))
 
     @staticmethod
@@ -127,11 +128,11 @@ class DINOTransformerDecoder(nn.Module):
 
     def __init__(self, embed_dim: int = 256, num_heads: int = 8, feedforward_dim: int = 2048,
                  dropout: float = 0.0, num_layers: int = 6, num_feature_levels: int = 4, num_points: int = 4,
-                 look_forward_twice: bool = True):
+                 look_forward_twice: bool = True, impl: str = "auto"):
         super().__init__()
         self.embed_dim, self.num_layers, self.look_forward_twice = embed_dim, num_layers, look_forward_twice
-        self.layers = nn.ModuleList(
-            DecoderLayer(embed_dim, num_heads, feedforward_dim, dropout, num_feature_levels, num_points)
+        self.layers = nn.ModuleList(  # impl: deformable attention core, see MultiScaleDeformableAttention
+            DecoderLayer(embed_dim, num_heads, feedforward_dim, dropout, num_feature_levels, num_points, impl)
             for _ in range(num_layers))
         self.ref_point_head = MLP(2 * embed_dim, embed_dim, embed_dim, 2)  # box sine embedding -> query_pos
         self.norm = nn.LayerNorm(embed_dim)

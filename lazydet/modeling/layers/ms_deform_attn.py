@@ -1,28 +1,60 @@
-"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021) in plain PyTorch.
+"""Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021): the module and the choice of core.
 
 Each query looks at ``num_points`` learned sampling locations per head and per feature level, placed
 around its reference point, and returns the attention-weighted sum of the bilinearly sampled values.
-Sampling is one batched ``F.grid_sample`` per level over every image, head, query and point (a loop
-over the few levels only, never over images), accumulated level by level to bound the peak memory.
-It always runs in fp32, also under autocast: fp16 sampling locations and weights are the usual cause
-of NaN gradients in DINO trained with AMP.
+Two cores compute that sum with the same semantics (docs/models.md, "Deformable attention cores"):
+
+* ``"pytorch"`` (ms_deform_attn_pytorch): one ``F.grid_sample`` per level; backward samples again instead
+  of keeping the samples. Any device; the reference and the CPU path.
+* ``"triton"`` (ms_deform_attn_triton): a fused Triton kernel, forward and backward, fp32 accumulation for
+  fp32 / bf16 / fp16 inputs. CUDA tensors (or the CPU under ``TRITON_INTERPRET=1``, for tests).
+
+The module's ``impl="auto"`` takes Triton on CUDA tensors and the PyTorch path elsewhere, and logs once per
+process which core runs. Sampling locations and weights are always computed in fp32, also under autocast:
+fp16 locations and weights are the usual cause of NaN gradients in DINO trained with AMP.
 
 Shapes: ``B`` images, ``Nq`` queries, ``Nv = sum(H_l * W_l)`` value tokens (levels flattened and
 concatenated fine to coarse), ``M`` heads, ``L`` levels, ``P`` points, ``D`` channels per head.
 """
+import logging
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-SpatialShapes = Sequence[Tuple[int, int]]
+from .ms_deform_attn_pytorch import GridSampleDeformableAttention, SpatialShapes
+from .ms_deform_attn_triton import TritonDeformableAttention, triton_unavailable_reason
+
+logger = logging.getLogger(__name__)
+IMPLS = ("auto", "pytorch", "triton")
+_announced = set()  # cores already logged in this process
+
+
+def check_impl_name(impl: str) -> None:
+    """ValueError naming the bad value unless `impl` is one of IMPLS (caught when the model is built)."""
+    if impl not in IMPLS:
+        raise ValueError(f"multi-scale deformable attention: impl={impl!r} is not one of {', '.join(IMPLS)}")
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """The core that runs for `impl` on tensors of `device`: "pytorch" or "triton".
+
+    "auto" is "triton" on CUDA (when Triton imports) and "pytorch" elsewhere; "triton" where it cannot run
+    raises a one-line RuntimeError saying why; an unknown name raises ValueError."""
+    check_impl_name(impl)
+    if impl == "auto":
+        return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "pytorch"
+    if impl == "triton":
+        reason = triton_unavailable_reason(device)
+        if reason:
+            raise RuntimeError(reason)
+    return impl
 
 
 def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: SpatialShapes,
-                                     sampling_locations: torch.Tensor,
-                                     attention_weights: torch.Tensor) -> torch.Tensor:
+                                     sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                                     impl: str = "pytorch") -> torch.Tensor:
     """The sampling core.
 
     Args:
@@ -31,32 +63,29 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: Spatia
         sampling_locations: [B, Nq, M, L, P, 2], (x, y) in [0, 1] of each level's padded map
             (0 and 1 are the outer edges of the border pixels, as ``align_corners=False``).
         attention_weights: [B, Nq, M, L, P] (softmax-ed over L * P by the caller).
-    Returns: [B, Nq, M * D]. Locations outside the map read zeros.
+        impl: "pytorch", "triton" or "auto" (see `resolve_impl`).
+    Returns: [B, Nq, M * D] in value's dtype. Locations outside the map read zeros.
     """
-    batch, _, heads, head_dim = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    values = value.split([h * w for h, w in spatial_shapes], dim=1)
-    grids = 2.0 * sampling_locations - 1.0  # grid_sample wants [-1, 1]
-    # [B, Nq, M, L, P] -> [B*M, 1, Nq, L, P]
-    weights = attention_weights.transpose(1, 2).reshape(batch * heads, 1, num_queries, num_levels, num_points)
-    output = 0
-    for level, (h, w) in enumerate(spatial_shapes):
-        # [B, h*w, M, D] -> [B*M, D, h, w]
-        level_value = values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w)
-        # [B, Nq, M, P, 2] -> [B*M, Nq, P, 2]
-        level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled = F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # [B*M, D, Nq, P]
-        # accumulate level by level: the peak memory stays one level's samples
-        output = output + (sampled * weights[..., level, :]).sum(-1)  # [B*M, D, Nq]
-    return output.view(batch, heads * head_dim, num_queries).transpose(1, 2).contiguous()
+    core = {"pytorch": GridSampleDeformableAttention, "triton": TritonDeformableAttention}
+    function = core[resolve_impl(impl, value.device)]
+    return function.apply(value, tuple(map(tuple, spatial_shapes)), sampling_locations, attention_weights)
+
+
+def _announce(core: str, requested: str, device: torch.device) -> None:
+    """Log which core runs, once per core and process (not once per layer)."""
+    if core not in _announced:
+        _announced.add(core)
+        logger.info(f"multi-scale deformable attention: {core} core on {device.type} (impl={requested!r})")
 
 
 class MultiScaleDeformableAttention(nn.Module):
     """Deformable attention module (projections + sampling core); residual and norm live in the layer."""
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4):
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4, num_points: int = 4,
+                 impl: str = "auto"):
         super().__init__()
+        check_impl_name(impl)
+        self.impl = impl
         if embed_dim % num_heads != 0:
             raise ValueError(f"MultiScaleDeformableAttention: embed_dim={embed_dim} is not divisible by "
                              f"num_heads={num_heads}")
@@ -97,6 +126,8 @@ class MultiScaleDeformableAttention(nn.Module):
         Returns: [B, Nq, C].
         """
         batch, num_queries, _ = query.shape
+        core = resolve_impl(self.impl, query.device)
+        _announce(core, self.impl, query.device)
         heads, levels, points = self.num_heads, self.num_levels, self.num_points
         if len(spatial_shapes) != levels:
             raise ValueError(f"MultiScaleDeformableAttention built for {levels} levels got {len(spatial_shapes)}")
@@ -119,5 +150,7 @@ class MultiScaleDeformableAttention(nn.Module):
                 locations = centre + offsets / points * wh * 0.5
             else:
                 raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
-            output = multi_scale_deformable_attention(value.float(), spatial_shapes, locations, weights)
+            # the kernel reads bf16 / fp16 values directly (fp32 sums): no fp32 copy of value for it
+            core_value = value if core == "triton" else value.float()
+            output = multi_scale_deformable_attention(core_value, spatial_shapes, locations, weights, impl=core)
         return self.output_proj(output.to(query.dtype))

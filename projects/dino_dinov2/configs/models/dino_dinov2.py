@@ -3,7 +3,9 @@
 Defaults follow detrex's dino_r50_4scale / dino_vitdet: 256-d, 6+6 layers, 8 heads, FFN 2048, 4 levels x 4
 points, 900 queries, 100 denoising queries, focal/L1/GIoU = 1/5/2, matcher costs 2/5/2. Nested sizes
 (embed_dim, num_classes) are interpolated from the top-level keys; a smaller model also sets
-``model.position_embedding.num_pos_feats = model.embed_dim // 2`` (DINO checks it).
+``model.position_embedding.num_pos_feats = model.embed_dim // 2`` (DINO checks it). Deformable attention
+core: ``model.transformer.encoder.impl`` / ``decoder.impl``, "auto" (Triton kernel on CUDA, PyTorch path
+elsewhere), "pytorch" or "triton" (docs/models.md).
 """
 from lazydet.config import LazyCall as L
 from lazydet.modeling.dino import (
@@ -25,10 +27,10 @@ model = L(DINO)(
     transformer=L(DINOTransformer)(
         encoder=L(DINOTransformerEncoder)(
             embed_dim="${...embed_dim}", num_heads=8, feedforward_dim=2048, dropout=0.0, num_layers=6,
-            num_feature_levels="${..num_feature_levels}", num_points=4),
+            num_feature_levels="${..num_feature_levels}", num_points=4, impl="auto"),
         decoder=L(DINOTransformerDecoder)(
             embed_dim="${...embed_dim}", num_heads=8, feedforward_dim=2048, dropout=0.0, num_layers=6,
-            num_feature_levels="${..num_feature_levels}", num_points=4, look_forward_twice=True),
+            num_feature_levels="${..num_feature_levels}", num_points=4, look_forward_twice=True, impl="auto"),
         num_feature_levels=4,
     ),
     criterion=L(DINOCriterion)(
