@@ -13,6 +13,7 @@ A missing implementation or argument is a row `failed: <reason>`, never a crash 
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -30,9 +31,13 @@ GRAD_NAMES = ("value", "sampling_locations", "attention_weights")
 
 
 def level_shapes(cfg, batch_size: int, height: int, width: int) -> Shapes:
-    """(H_l, W_l) of each feature level the recipe's backbone makes from `batch_size` images of height x width."""
+    """(H_l, W_l) of each feature level the recipe's backbone makes from `batch_size` images of height x width
+    (shapes only: no weights are loaded, nothing is allocated)."""
+    spec = copy.deepcopy(cfg.model.backbone)
+    if "pretrained" in spec.get("net", {}):
+        spec.net.pretrained = False
     with torch.device("meta"):
-        backbone = instantiate(cfg.model.backbone)
+        backbone = instantiate(spec)
         features, _ = backbone(torch.empty(batch_size, 3, height, width))
     return [tuple(int(s) for s in f.shape[-2:]) for f in features]
 
