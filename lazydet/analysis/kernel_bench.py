@@ -14,6 +14,7 @@ A missing implementation or argument is a row `failed: <reason>`, never a crash 
 from __future__ import annotations
 
 import copy
+import importlib
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,6 +29,10 @@ from .timing import PRECISIONS, load_recipe, synchronize
 
 Shapes = List[Tuple[int, int]]
 GRAD_NAMES = ("value", "sampling_locations", "attention_weights")
+# main's path before the kernel (plain autograd through grid_sample: keeps every sample for backward), which the
+# kernel's branch keeps as grid_sample_attention; timed as a second baseline where it exists
+IMPL_PATHS = {"pytorch-autograd": "lazydet.modeling.layers.ms_deform_attn_pytorch:grid_sample_attention"}
+BASELINES = ("pytorch", "pytorch-autograd")
 
 
 def level_shapes(cfg, batch_size: int, height: int, width: int) -> Shapes:
@@ -71,6 +76,9 @@ def sampler(impl: str) -> Callable:
 
     if impl == "pytorch":
         return msda
+    if impl in IMPL_PATHS:
+        module, _, name = IMPL_PATHS[impl].partition(":")
+        return getattr(importlib.import_module(module), name)
     return lambda *args: msda(*args, impl=impl)
 
 
@@ -148,7 +156,7 @@ def check_row(case: str, impl: str, precision: str, shapes: Shapes, inputs: dict
 
 
 def run(rows: PartRows, config_file: str, device: str, batch_size: int, image_size: Sequence[int],
-        impls: Sequence[str] = ("pytorch", "triton"), precisions: Sequence[str] = ("fp32", "bf16"),
+        impls: Sequence[str] = ("pytorch", "pytorch-autograd", "triton"), precisions: Sequence[str] = ("fp32", "bf16"),
         iters: int = 10, warmup: int = 3) -> None:
     """The report part: rows {"kind": "timing"|"check", ...} for the decoder and encoder query counts."""
     cfg = load_recipe(config_file)

@@ -149,7 +149,10 @@ def test_tiny_report_runs_every_part_end_to_end_on_the_cpu(tmp_path, capsys):
     parts = {p["name"]: p for p in report["parts"]}
     assert list(parts) == ["kernel", "table2", "fp16", "inference"] and all(p["status"] == "ok" for p in parts.values())
     timing = [r for r in parts["kernel"]["rows"] if r["kind"] == "timing"]
-    assert {(r["impl"], r["status"]) for r in timing} == {("pytorch", "ok"), ("triton", "skipped")}
+    assert {(r["impl"], r["status"]) for r in timing if r["impl"] != "pytorch-autograd"} == {
+        ("pytorch", "ok"), ("triton", "skipped")}
+    # main's plain-autograd path is timed where the kernel's branch provides it, else a one-line failure
+    assert all(r["status"] == "ok" or "\n" not in r["reason"] for r in timing if r["impl"] == "pytorch-autograd")
     assert all(0 < r["ms_min"] <= r["ms_median"] <= r["ms_max"] for r in timing if r["status"] == "ok")
     bf16 = [r for r in parts["kernel"]["rows"] if r["kind"] == "check" and r["impl"] == "pytorch"]
     assert bf16 and all(0 < r["output"] < 0.1 * r["output_scale"] for r in bf16)  # bf16 rounding, not garbage
@@ -184,3 +187,25 @@ def test_kernel_part_on_cuda_times_measures_memory_and_checks(tmp_path):
     for r in got:
         if r["kind"] == "check" and r["status"] == "ok" and r["precision"] == "fp32":
             assert r["output"] < 1e-3 * max(1.0, r["output_scale"])
+
+
+def test_goals_are_judged_from_the_figures():
+    from lazydet.analysis.gpu_report_render import kernel_sections, table2_sections
+
+    def timing(impl, ms, mib, precision="fp32"):
+        return {"kind": "timing", "case": "encoder", "queries": 10, "precision": precision, "impl": impl,
+                "status": "ok", "reason": "", "ms_median": ms, "ms_min": ms, "ms_max": ms, "peak_mib": mib}
+
+    rows = [timing("pytorch", 40.0, 900.0), timing("pytorch-autograd", 20.0, 1800.0), timing("triton", 8.0, 300.0),
+            timing("pytorch", 10.0, 100.0, "bf16"), timing("triton", 5.0, 10.0, "bf16")]
+    lines = kernel_sections(rows)
+    fp32 = next(ln for ln in lines if "| fp32 | triton |" in ln)
+    assert "5.00x vs pytorch; 2.50x vs pytorch-autograd" in fp32 and "3.00x vs pytorch; 6.00x vs pytorch-autograd" in fp32
+    assert "met vs pytorch; not met vs pytorch-autograd" in fp32  # 2.5x faster misses the 3x goal
+    bf16 = next(ln for ln in lines if "| bf16 | triton |" in ln)
+    assert "2.00x vs pytorch |" in bf16 and "not met vs pytorch" in bf16
+    cell = {"backbone": "vit_base_patch14_dinov2.lvd142m", "precision": "bf16", "batch_size": 2, "status": "ok",
+            "time_median": 0.19, "time_min": 0.18, "time_max": 0.2, "iters": 10, "memory_mib": 5800.0,
+            "reserved_mib": 6500.0, "memory_kind": "CUDA allocated"}
+    assert "0.190 s, 5800 MiB -> **not met**" in "\n".join(table2_sections([cell]))  # 6 GB = 5722 MiB
+    assert "**met**" in "\n".join(table2_sections([dict(cell, memory_mib=5000.0)]))
