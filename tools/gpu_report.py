@@ -28,6 +28,7 @@ def _cap(text: str):
 
 
 def parse_args(argv=None):
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (must not hold an earlier report)")
     p.add_argument("--tiny", action="store_true", help="quickstart recipe at 56x70, few iterations (CPU check)")
@@ -40,6 +41,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    """Run the report into --out, print report.md; 0 when every part ended ok, else 1."""
     args = parse_args(argv)
     if os.path.exists(os.path.join(args.out, "report.json")):
         sys.exit(f"error: --out {args.out} already holds a report (report.json); choose a new folder")

@@ -44,9 +44,11 @@ class _ScalerWatch(HookBase):
         self.rows = rows
 
     def before_step(self):
+        """Remember the scale the step starts with."""
         self._scale = self.trainer.grad_scaler.get_scale()
 
     def after_step(self):
+        """A lower scale after the step means the scaler found inf/NaN gradients and skipped it."""
         loss = float(self.trainer.storage.latest()["total_loss"][0])
         scale = self.trainer.grad_scaler.get_scale()
         self.rows.add({"step": self.trainer.iter, "total_loss": loss, "finite": bool(torch.isfinite(

@@ -104,6 +104,7 @@ def kernel_sections(rows: List[dict]) -> List[str]:
 
 
 def table2_results(rows: List[dict]) -> List[CellResult]:
+    """The table2 part's rows as the ablation's CellResults, with speed-up / saving against fp32."""
     results = [CellResult(**r) for r in rows]
     add_relative_figures(results)
     return results
@@ -126,6 +127,7 @@ def table2_sections(rows: List[dict]) -> List[str]:
 
 
 def fp16_sections(rows: List[dict]) -> List[str]:
+    """One-line table: steps, finite losses, steps the GradScaler skipped, loss first -> last, final scale."""
     if not rows:
         return ["(no steps ran)"]
     finite = sum(r["finite"] for r in rows)
@@ -137,6 +139,7 @@ def fp16_sections(rows: List[dict]) -> List[str]:
 
 
 def inference_sections(rows: List[dict]) -> List[str]:
+    """images/s per precision, then COCO evaluation seconds per evaluated set size."""
     lines = ["| precision | batch | images/s (eval forward + post-processing) |", "| --- | --- | --- |"]
     for r in (r for r in rows if r["kind"] == "inference"):
         value = f"{r['images_per_s']:.2f}" if r["status"] == "ok" else f"{r['status']}: {r['reason']}"
@@ -151,6 +154,7 @@ SECTIONS = {"kernel": kernel_sections, "table2": table2_sections, "fp16": fp16_s
 
 
 def render_markdown(report: dict) -> str:
+    """report.md: header, then per part its title, status (with reason and time against its cap), notes, tables."""
     h = report["header"]
     lines = [f"# lazydet GPU report ({h['date']})", "",
              f"{h['device']}; torch {h['torch']}, triton {h['triton']}; commit {h['commit']}; recipe "

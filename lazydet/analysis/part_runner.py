@@ -66,6 +66,7 @@ class PartRows:
         self._save()
 
     def finish(self, status: str, reason: str = "") -> None:
+        """Final status ("ok" / "failed") and its one-line reason, written out now."""
         self.state["status"], self.state["reason"] = status, reason
         self._save()
 
