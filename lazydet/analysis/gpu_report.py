@@ -53,7 +53,7 @@ GPU_SETTINGS = ReportSettings(config_file=COCO_B_RECIPE, device="cuda")
 TINY_SETTINGS = ReportSettings(
     config_file=QUICKSTART_RECIPE, device="cpu", image_size=(56, 70), backbones=("recipe",), precisions=("fp32", "fp16"),
     kernel_iters=2,
-    kernel_warmup=1, table_iters=1, table_warmup=1, fp16_steps=3, inference_iters=1, inference_warmup=0,
+    kernel_warmup=1, table_iters=1, table_warmup=1, fp16_steps=2, inference_iters=1, inference_warmup=0,
     eval_images=4, eval_copies=3, threads=1, caps={"kernel": 120, "table2": 180, "fp16": 120, "inference": 120})
 
 

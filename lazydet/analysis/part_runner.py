@@ -111,6 +111,19 @@ def _last_log_line(log_path: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the child's process group (the child and whatever it started) and reap the child."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def run_part_subprocess(part: Part, out_dir: str, cap_s: float, env: Optional[dict] = None) -> dict:
     """Run `part` in a child for at most `cap_s` seconds; returns its state with `status`, `reason`, `rows`,
     `notes` and `wall_s`. Past the cap the child's whole process group (its own children too) is killed."""
@@ -125,9 +138,11 @@ def run_part_subprocess(part: Part, out_dir: str, cap_s: float, env: Optional[di
             proc.wait(timeout=cap_s)
             timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _kill_group(proc)
             timed_out = True
+        except BaseException:  # the report itself is stopped (Ctrl-C, `timeout`): take the part's processes along
+            _kill_group(proc)
+            raise
     state = _read_state(json_path) or {"name": part.name, "rows": [], "notes": []}
     if timed_out:
         state["status"], state["reason"] = "timeout", f"stopped at its cap of {cap_s:.0f} s"
@@ -146,19 +161,25 @@ def run_parts(parts: List[Part], out_dir: str, on_part_done: Callable[[List[dict
     `on_part_done(states so far)` after each, so the caller's report is on disk as soon as a part ends."""
     deadline = time.monotonic() + sum(p.cap_s for p in parts)
     states: List[dict] = []
-    for i, part in enumerate(parts, start=1):
-        left = deadline - time.monotonic()
-        if left < 1.0:
-            state = {"name": part.name, "status": "skipped", "reason": "no time left of the report's budget",
-                     "rows": [], "notes": []}
-        else:
-            log(f"[{i}/{len(parts)}] {part.name}: running (cap {min(part.cap_s, left):.0f} s) ...")
-            state = run_part_subprocess(part, out_dir, min(part.cap_s, left))
-        state["title"] = part.title or part.name
-        states.append(state)
-        log(f"[{i}/{len(parts)}] {part.name}: {state['status']}"
-            + (f" ({state['reason']})" if state.get("reason") else "") + f", {len(state['rows'])} rows")
-        on_part_done(states)
+    # SIGTERM (as `timeout` sends) becomes SystemExit, so the running part's processes are killed on the way out:
+    # they run in their own session and would otherwise outlive the report (a GPU still busy for the rerun)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        for i, part in enumerate(parts, start=1):
+            left = deadline - time.monotonic()
+            if left < 1.0:
+                state = {"name": part.name, "status": "skipped", "reason": "no time left of the report's budget",
+                         "rows": [], "notes": []}
+            else:
+                log(f"[{i}/{len(parts)}] {part.name}: running (cap {min(part.cap_s, left):.0f} s) ...")
+                state = run_part_subprocess(part, out_dir, min(part.cap_s, left))
+            state["title"] = part.title or part.name
+            states.append(state)
+            log(f"[{i}/{len(parts)}] {part.name}: {state['status']}"
+                + (f" ({state['reason']})" if state.get("reason") else "") + f", {len(state['rows'])} rows")
+            on_part_done(states)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return states
 
 

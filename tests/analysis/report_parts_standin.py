@@ -18,6 +18,16 @@ def emit_then_sleep(rows, seconds):
     rows.add({"after": "sleep"})
 
 
+def sleep_with_child(rows, seconds):
+    """Starts a grandchild process, adds both pids as a row, then sleeps `seconds`."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+    rows.add({"pids": [os.getpid(), child.pid]})
+    time.sleep(seconds)
+
+
 def exit_hard(rows, code):
     """Adds one row, then ends the process without a word (as a segfault or an OOM kill would)."""
     rows.add({"before": "exit"})

@@ -209,3 +209,36 @@ def test_goals_are_judged_from_the_figures():
             "reserved_mib": 6500.0, "memory_kind": "CUDA allocated"}
     assert "0.190 s, 5800 MiB -> **not met**" in "\n".join(table2_sections([cell]))  # 6 GB = 5722 MiB
     assert "**met**" in "\n".join(table2_sections([dict(cell, memory_mib=5000.0)]))
+
+
+def test_stopping_the_report_stops_the_running_part_and_its_children(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("from lazydet.analysis.part_runner import Part, run_parts; "
+              f"run_parts([Part('slow', '{STANDIN}:sleep_with_child', 120, {{'seconds': 120}})], {str(tmp_path)!r})")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=REPO)
+    part_file = tmp_path / "parts" / "slow.json"
+    for _ in range(600):  # the part has started its grandchild and said so
+        state = json.loads(part_file.read_text()) if part_file.exists() else {}
+        if state.get("rows"):
+            break
+        time.sleep(0.1)
+    pids = state["rows"][0]["pids"]
+    parent.send_signal(signal.SIGTERM)  # what `timeout` sends
+    assert parent.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    # neither the part nor what it started outlives the report (they had their own session); the orphaned
+    # grandchild may linger as a zombie until init reaps it, which is not running
+    assert [_running(pid) for pid in pids] == [False, False]
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
