@@ -20,12 +20,22 @@ TABLE2_GOAL = {"backbone": "vit_base", "precision": "bf16", "batch_size": 2, "se
                "memory_mib": 6e9 / 2**20}  # 6 GB = 5722 MiB of max_memory_allocated
 
 
+def _gpu_name() -> str:
+    """The GPU's name from nvidia-smi: asking torch would create a CUDA context in the report's own process,
+    which would hold GPU memory for the whole run."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        out = []
+    return f"CUDA {out[0]}" if out else "CUDA GPU (nvidia-smi gave no name)"
+
+
 def describe_environment(settings, recipe: str, size) -> dict:
     """Machine, library versions, commit and sizes: the report's header."""
     import torch
 
-    dev = settings.device
-    gpu = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else None
+    gpu = _gpu_name() if settings.device.startswith("cuda") and torch.cuda.is_available() else None
     try:
         import triton
 

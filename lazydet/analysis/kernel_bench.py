@@ -168,7 +168,9 @@ def run(rows: PartRows, config_file: str, device: str, batch_size: int, image_si
     rows.note(f"{height}x{width} input, batch {batch_size}: levels {shapes} ({tokens} value tokens), "
               f"{sizes['heads']} heads, {sizes['points']} points, head dim {sizes['head_dim']}; decoder "
               f"{sizes['decoder_queries']} queries, encoder {tokens} queries; device {dev}")
-    if dev.type != "cuda":
+    if dev.type == "cuda":
+        rows.note(f"GPU: {torch.cuda.get_device_name(dev)}")
+    else:
         rows.note("peak memory is measured on CUDA only")
     cases = [("decoder", sizes["decoder_queries"]), ("encoder", tokens)]
     for case, queries in cases:
