@@ -14,6 +14,7 @@ import os
 import sys
 
 from lazydet.analysis.gpu_report import PART_NAMES, run_report, settings_for
+from lazydet.config import ConfigError
 
 
 def _cap(text: str):
@@ -51,7 +52,10 @@ def main(argv=None) -> int:
         settings = settings_for(args.tiny, args.config_file, args.device, dict(args.cap))
     except ValueError as e:
         sys.exit(f"error: {e}")
-    report = run_report(settings, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        report = run_report(settings, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ConfigError as e:  # the recipe does not load: one line, before any part starts
+        sys.exit(f"error: {e}")
     with open(os.path.join(args.out, "report.md")) as f:
         print(f.read())
     print(f"wrote {os.path.join(args.out, 'report.md')}, report.json, report.png, parts/, table2/")

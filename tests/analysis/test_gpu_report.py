@@ -139,6 +139,10 @@ def test_tool_refuses_an_earlier_report_and_bad_caps(tmp_path):
         gpu_report.parse_args(["--out", "x", "--cap", "kernel"])
     with pytest.raises(ValueError, match="unknown part"):
         settings_for(True, caps={"kernal": 5})
+    bad = tmp_path / "bad_recipe.py"
+    bad.write_text("train = 1 +\n")
+    with pytest.raises(SystemExit, match=r"^error: .*bad_recipe.py"):
+        gpu_report.main(["--tiny", "--config-file", str(bad), "--out", str(tmp_path / "new")])
 
 
 @pytest.mark.slow
