@@ -31,8 +31,8 @@ Shapes = List[Tuple[int, int]]
 GRAD_NAMES = ("value", "sampling_locations", "attention_weights")
 # main's path before the kernel (plain autograd through grid_sample: keeps every sample for backward), which the
 # kernel's branch keeps as grid_sample_attention; timed as a second baseline where it exists
-IMPL_PATHS = {"pytorch-autograd": "lazydet.modeling.layers.ms_deform_attn_pytorch:grid_sample_attention"}
-BASELINES = ("pytorch", "pytorch-autograd")
+IMPL_PATHS = {"autograd": "lazydet.modeling.layers.ms_deform_attn_pytorch:grid_sample_attention"}
+BASELINES = ("pytorch", "autograd")
 
 
 def level_shapes(cfg, batch_size: int, height: int, width: int) -> Shapes:
@@ -156,7 +156,7 @@ def check_row(case: str, impl: str, precision: str, shapes: Shapes, inputs: dict
 
 
 def run(rows: PartRows, config_file: str, device: str, batch_size: int, image_size: Sequence[int],
-        impls: Sequence[str] = ("pytorch", "pytorch-autograd", "triton"), precisions: Sequence[str] = ("fp32", "bf16"),
+        impls: Sequence[str] = ("pytorch", "autograd", "triton"), precisions: Sequence[str] = ("fp32", "bf16"),
         iters: int = 10, warmup: int = 3) -> None:
     """The report part: rows {"kind": "timing"|"check", ...} for the decoder and encoder query counts."""
     cfg = load_recipe(config_file)
