@@ -5,7 +5,9 @@ import os
 import re
 import socket
 import subprocess
+import time
 from datetime import timedelta
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
@@ -16,6 +18,15 @@ from ..utils import comm
 logger = logging.getLogger("lazydet")
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+# How long a rank other than 0 waits for rank 0's rendezvous port to accept connections before it gives up
+# with RendezvousError (machines of one job may start minutes apart when launched by hand).
+RENDEZVOUS_TIMEOUT_ENV = "LAZYDET_RENDEZVOUS_TIMEOUT"
+DEFAULT_RENDEZVOUS_TIMEOUT_S = 300.0
+
+
+class RendezvousError(ConnectionError):
+    """Rank 0's rendezvous address (--dist-url or MASTER_ADDR:MASTER_PORT) cannot be reached; the message
+    is one line naming the address and port."""
 
 
 def find_free_port() -> int:
@@ -45,6 +56,43 @@ def first_slurm_host(nodelist: str) -> str:
 def slurm_port(job_id: str) -> int:
     """A port all tasks of a job agree on without talking: 15000 + job id mod 20000."""
     return 15000 + int(re.sub(r"\D", "", job_id) or 0) % 20000
+
+
+def rendezvous_timeout_s() -> float:
+    """Seconds to wait for rank 0's port: $LAZYDET_RENDEZVOUS_TIMEOUT, default 300."""
+    text = os.environ.get(RENDEZVOUS_TIMEOUT_ENV, "")
+    try:
+        return float(text) if text else DEFAULT_RENDEZVOUS_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{RENDEZVOUS_TIMEOUT_ENV}={text!r}: expected a number of seconds") from None
+
+
+def wait_for_rendezvous(host: str, port: int, timeout_s: float, what: str) -> None:
+    """Block until a TCP connection to `host:port` (rank 0's store) succeeds, retrying every second.
+
+    Without this a rank whose master address is wrong or unreachable waits inside init_process_group for
+    the whole process-group timeout (30 min) and then fails with a message that does not name the address.
+    Raises RendezvousError after `timeout_s` seconds; `what` says where the address came from.
+    """
+    deadline = time.monotonic() + timeout_s
+    said_waiting = False
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(5.0, left))):
+                return
+        except OSError as e:
+            error = e
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RendezvousError(
+                f"cannot reach the rendezvous {host}:{port} ({what}) within {timeout_s:g} s: "
+                f"{error.strerror or error.__class__.__name__}; is rank 0 running there and the port open? "
+                f"(wait longer with {RENDEZVOUS_TIMEOUT_ENV}=<seconds>)")
+        if not said_waiting:
+            print(f"[lazydet] waiting up to {timeout_s:g} s for rank 0 at {host}:{port} ({what})", flush=True)
+            said_waiting = True
+        time.sleep(min(1.0, left))
 
 
 def env_launched() -> str:
@@ -80,6 +128,9 @@ def _init_group(rank, world_size, local_rank, local_size, init_method, timeout):
                             timeout=timeout)
     comm.set_local_rank(local_rank, local_size)
     comm.synchronize()
+    if world_size > local_size:  # several machines: say which rank landed on which host
+        print(f"[lazydet] rank {rank} of {world_size} (local rank {local_rank} of {local_size}) on host "
+              f"{socket.gethostname()}: process group up ({backend})", flush=True)
 
 
 def _spawned_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
@@ -111,6 +162,9 @@ def _launch_from_env(kind: str, main_func, args, timeout):
     if world == 1:
         comm.set_local_rank(0, 1)
         return main_func(*args)
+    if rank != 0:
+        wait_for_rendezvous(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rendezvous_timeout_s(),
+                            "MASTER_ADDR:MASTER_PORT")
     _init_group(rank, world, local_rank, local_size, "env://", timeout)
     try:
         return main_func(*args)
@@ -126,6 +180,8 @@ def launch(main_func, num_gpus_per_machine: int = 1, num_machines: int = 1, mach
     Under torchrun or srun (with several tasks) the processes already exist: join the group from the
     environment. Otherwise spawn `num_gpus_per_machine` local processes (on CPU-only machines they are
     CPU processes using gloo). `dist_url` "auto" (or None) picks a free local port (single machine only).
+    Ranks other than 0 first wait (bounded, `rendezvous_timeout_s()`) until rank 0's address accepts
+    connections, and raise RendezvousError naming the address when it does not.
     """
     kind = env_launched()
     if kind:
@@ -141,6 +197,10 @@ def launch(main_func, num_gpus_per_machine: int = 1, num_machines: int = 1, mach
         if num_machines > 1:
             raise ValueError("--dist-url auto only works with --num-machines 1; pass tcp://<host of rank 0>:<port>")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    if machine_rank != 0:
+        url = urlparse(dist_url)
+        if url.scheme == "tcp" and url.hostname and url.port:
+            wait_for_rendezvous(url.hostname, url.port, rendezvous_timeout_s(), "--dist-url")
     _say_cpu_once(world_size)
     mp.start_processes(_spawned_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
                        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout))
