@@ -24,9 +24,22 @@ RENDEZVOUS_TIMEOUT_ENV = "LAZYDET_RENDEZVOUS_TIMEOUT"
 DEFAULT_RENDEZVOUS_TIMEOUT_S = 300.0
 
 
-class RendezvousError(ConnectionError):
+# What gloo / NCCL / c10d say when a collective fails because another rank's process or machine is gone.
+PEER_LOST_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                   "NCCL communicator was aborted")
+
+
+class LaunchError(ConnectionError):
+    """A multi-process run could not start or lost a rank; the message is one line (train_net prints it)."""
+
+
+class RendezvousError(LaunchError):
     """Rank 0's rendezvous address (--dist-url or MASTER_ADDR:MASTER_PORT) cannot be reached; the message
-    is one line naming the address and port."""
+    names the address and port."""
+
+
+class PeerLostError(LaunchError):
+    """A collective failed because another rank (its process or its machine) is gone."""
 
 
 def find_free_port() -> int:
@@ -137,8 +150,24 @@ def _spawned_worker(local_rank, main_func, world_size, num_gpus_per_machine, mac
                     timeout):
     rank = machine_rank * num_gpus_per_machine + local_rank
     _init_group(rank, world_size, local_rank, num_gpus_per_machine, dist_url, timeout)
+    _run_rank(rank, main_func, args)
+
+
+def _run_rank(rank: int, main_func, args):
+    """`main_func(*args)` on one member of the process group, which is destroyed afterwards. A collective
+    that fails because another rank is gone (its process died, its machine went down) becomes a one-line
+    PeerLostError instead of a library traceback: the survivors stop as soon as the transport notices."""
     try:
-        main_func(*args)
+        return main_func(*args)
+    except RuntimeError as e:
+        text = str(e).strip()
+        if not any(sign in text for sign in PEER_LOST_SIGNS):
+            raise
+        # "[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer [10.0.0.2]:19653. This is ..." -> the cause
+        cause = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". ")[0]
+        raise PeerLostError(f"rank {rank} lost another rank of the job ({cause}): a process or machine of the "
+                            "job died or lost its network; the last checkpoint in train.output_dir is complete, "
+                            "start every machine again with --resume") from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -166,11 +195,7 @@ def _launch_from_env(kind: str, main_func, args, timeout):
         wait_for_rendezvous(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rendezvous_timeout_s(),
                             "MASTER_ADDR:MASTER_PORT")
     _init_group(rank, world, local_rank, local_size, "env://", timeout)
-    try:
-        return main_func(*args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    return _run_rank(rank, main_func, args)
 
 
 def launch(main_func, num_gpus_per_machine: int = 1, num_machines: int = 1, machine_rank: int = 0,
@@ -202,5 +227,12 @@ def launch(main_func, num_gpus_per_machine: int = 1, num_machines: int = 1, mach
         if url.scheme == "tcp" and url.hostname and url.port:
             wait_for_rendezvous(url.hostname, url.port, rendezvous_timeout_s(), "--dist-url")
     _say_cpu_once(world_size)
-    mp.start_processes(_spawned_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
-                       args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout))
+    try:
+        mp.start_processes(_spawned_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
+                           args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+                                 timeout))
+    except mp.ProcessRaisedException as e:  # a child's one-line error stays one line in the parent
+        lost = re.search(r"PeerLostError: (.*)", str(e))
+        if lost:
+            raise PeerLostError(lost.group(1)) from None
+        raise

@@ -4,17 +4,20 @@ address and (through a UTS namespace per process) its own host name.
     machine 0: host name lzmn0, 10.200.7.1 on interface lzmn-eth (namespace lzmn<pid>-0)
     machine 1: host name lzmn1, 10.200.7.2 on interface lzmn-eth (namespace lzmn<pid>-1)
 
-Traffic stays between the two namespaces: nothing is routed to or from the host's own network, and the
-only files written outside the test's folders are /etc/netns/<namespace>/hosts, which `ip netns exec`
-bind-mounts over /etc/hosts inside the namespace (so each machine resolves both host names). `close()`
-removes exactly what `create()` made. Needs root and `ip netns`; `create()` raises `NamespacesUnavailable`
+Traffic stays between the two namespaces: nothing is routed to or from the host's own network. Each
+program runs through `nsenter --net` (not `ip netns exec`, which remounts /sys and so hides the cgroup
+file system slurmd needs) plus `unshare --mount --uts`: in its private mount namespace a hosts file naming
+both machines (in a temporary folder) is bind-mounted over /etc/hosts, so nothing under /etc changes.
+`close()` removes exactly what `create()` made. Needs root and `ip netns`; `create()` raises `NamespacesUnavailable`
 with the reason when they cannot be made (the fixtures skip on it).
 """
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,11 +43,14 @@ class Machine:
     namespace: str
     hostname: str
     address: str
+    hosts_file: str
 
     def command(self, argv: list[str]) -> list[str]:
-        """`argv` run on this machine: in its network namespace, with its host name (own UTS namespace)."""
-        inner = f"hostname {shlex.quote(self.hostname)} && exec {shlex.join(map(str, argv))}"
-        return ["ip", "netns", "exec", self.namespace, "unshare", "--uts", "sh", "-c", inner]
+        """`argv` run on this machine: in its network namespace, with its host name (own UTS namespace) and
+        its /etc/hosts (own mount namespace)."""
+        inner = (f"mount --bind {shlex.quote(self.hosts_file)} /etc/hosts && hostname {shlex.quote(self.hostname)}"
+                 f" && exec {shlex.join(map(str, argv))}")
+        return ["nsenter", f"--net=/run/netns/{self.namespace}", "unshare", "--mount", "--uts", "sh", "-c", inner]
 
     def run(self, argv, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
@@ -64,14 +70,15 @@ class TwoMachines:
     prefix: str = field(default_factory=lambda: f"lzmn{os.getpid()}")
     machines: list[Machine] = field(default_factory=list)
     _made: list[str] = field(default_factory=list)
-    _made_etc_netns: bool = False
+    _folder: str = ""
 
     def create(self) -> "TwoMachines":
         if os.geteuid() != 0:
             raise NamespacesUnavailable("network namespaces need root")
         names = [f"{self.prefix}-{i}" for i in range(2)]
-        self._made_etc_netns = not Path("/etc/netns").exists()
-        self.machines = [Machine(n, f"lzmn{i}", f"{SUBNET}.{i + 1}") for i, n in enumerate(names)]
+        self._folder = tempfile.mkdtemp(prefix=f"{self.prefix}-")
+        hosts_file = str(Path(self._folder) / "hosts")
+        self.machines = [Machine(n, f"lzmn{i}", f"{SUBNET}.{i + 1}", hosts_file) for i, n in enumerate(names)]
         try:
             for m in self.machines:
                 _ip("netns", "add", m.namespace)
@@ -81,14 +88,12 @@ class TwoMachines:
             _ip("-n", ns0, "link", "add", INTERFACE, "type", "veth", "peer", "name", "lzmn-peer")
             _ip("-n", ns0, "link", "set", "lzmn-peer", "netns", ns1)
             _ip("-n", ns1, "link", "set", "lzmn-peer", "name", INTERFACE)
-            hosts = "127.0.0.1 localhost\n" + "".join(f"{m.address} {m.hostname}\n" for m in self.machines)
+            Path(hosts_file).write_text("127.0.0.1 localhost\n" +
+                                        "".join(f"{m.address} {m.hostname}\n" for m in self.machines))
             for m in self.machines:
                 _ip("-n", m.namespace, "addr", "add", f"{m.address}/24", "dev", INTERFACE)
                 _ip("-n", m.namespace, "link", "set", INTERFACE, "up")
                 _ip("-n", m.namespace, "link", "set", "lo", "up")
-                etc = Path("/etc/netns") / m.namespace
-                etc.mkdir(parents=True, exist_ok=True)
-                (etc / "hosts").write_text(hosts)
             probe = self.machines[0].run(["getent", "hosts", self.machines[1].hostname])
             if self.machines[1].address not in probe.stdout:
                 raise NamespacesUnavailable(f"host names do not resolve inside the namespace: {probe.stderr}")
@@ -100,13 +105,10 @@ class TwoMachines:
     def close(self) -> None:
         for ns in reversed(self._made):
             _ip("netns", "del", ns, check=False)  # also removes the veth pair inside
-            etc = Path("/etc/netns") / ns
-            (etc / "hosts").unlink(missing_ok=True)
-            if etc.is_dir() and not any(etc.iterdir()):
-                etc.rmdir()
-        if self._made_etc_netns and Path("/etc/netns").is_dir() and not any(Path("/etc/netns").iterdir()):
-            Path("/etc/netns").rmdir()
         self._made.clear()
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = ""
 
     def __getitem__(self, i) -> Machine:
         return self.machines[i]
