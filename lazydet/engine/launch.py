@@ -1,9 +1,12 @@
 """Starting one or many training processes: local spawn (`--num-gpus N`), multi-node (`--num-machines`,
 `--machine-rank`, `--dist-url`), torchrun (RANK/WORLD_SIZE/LOCAL_RANK) and srun (SLURM_PROCID/...)."""
+import fcntl
+import ipaddress
 import logging
 import os
 import re
 import socket
+import struct
 import subprocess
 import time
 from datetime import timedelta
@@ -133,10 +136,49 @@ def _say_cpu_once(world_size: int) -> None:
         print(f"[lazydet] No CUDA device: running {how}.", flush=True)
 
 
-def _init_group(rank, world_size, local_rank, local_size, init_method, timeout):
+def _ipv4_of(interface: str) -> str | None:
+    """The IPv4 address of a network interface (SIOCGIFADDR), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", interface.encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def gloo_interface_toward(master_host: str) -> str | None:
+    """The interface gloo should use to reach `master_host` when gloo's default would not work, else None.
+
+    gloo binds to the address of this machine's host name; where /etc/hosts maps the host name to a
+    loopback address (Debian's `127.0.1.1 <hostname>`, containers), every rank advertises 127.x to its
+    peers and connecting fails ("connectFullMesh failed ... remote=[127.0.1.1]") or hangs. Then the
+    interface carrying this machine's route to rank 0 is the one to use (what GLOO_SOCKET_IFNAME names)."""
+    try:
+        own = socket.gethostbyname(socket.gethostname())
+        if not ipaddress.ip_address(own).is_loopback:
+            return None
+    except (OSError, ValueError):
+        pass  # the host name does not resolve: gloo would fail too
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((master_host, 9))  # UDP: picks the route, sends nothing
+            local = s.getsockname()[0]
+    except OSError:
+        return None
+    return next((name for _, name in socket.if_nameindex() if _ipv4_of(name) == local), None)
+
+
+def _init_group(rank, world_size, local_rank, local_size, init_method, timeout, master_host=None):
     backend = _backend()
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
+    if backend == "gloo" and world_size > local_size and master_host and "GLOO_SOCKET_IFNAME" not in os.environ:
+        interface = gloo_interface_toward(master_host)
+        if interface:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
+            print(f"[lazydet] host name {socket.gethostname()} resolves to a loopback address: gloo uses "
+                  f"interface {interface} (the route to {master_host}); set GLOO_SOCKET_IFNAME to choose",
+                  flush=True)
     dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank,
                             timeout=timeout)
     comm.set_local_rank(local_rank, local_size)
@@ -149,7 +191,7 @@ def _init_group(rank, world_size, local_rank, local_size, init_method, timeout):
 def _spawned_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
                     timeout):
     rank = machine_rank * num_gpus_per_machine + local_rank
-    _init_group(rank, world_size, local_rank, num_gpus_per_machine, dist_url, timeout)
+    _init_group(rank, world_size, local_rank, num_gpus_per_machine, dist_url, timeout, urlparse(dist_url).hostname)
     _run_rank(rank, main_func, args)
 
 
@@ -194,7 +236,7 @@ def _launch_from_env(kind: str, main_func, args, timeout):
     if rank != 0:
         wait_for_rendezvous(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rendezvous_timeout_s(),
                             "MASTER_ADDR:MASTER_PORT")
-    _init_group(rank, world, local_rank, local_size, "env://", timeout)
+    _init_group(rank, world, local_rank, local_size, "env://", timeout, os.environ.get("MASTER_ADDR"))
     return _run_rank(rank, main_func, args)
 
 

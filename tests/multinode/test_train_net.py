@@ -1,5 +1,6 @@
 """train_net with --num-machines 2 on two emulated machines (own network namespace, address and host name
 each), CPU processes with gloo over the veth link between them."""
+import dataclasses
 import re
 import signal
 import time
@@ -75,6 +76,29 @@ def test_unreachable_master_fails_with_one_line_naming_the_address(machines, tmp
     assert len(errors) == 1 and f"{machines[0].address}:{PORT + 1}" in errors[0], log.read_text()
     assert "within 6 s" in errors[0] and "Traceback" not in log.read_text()
     assert elapsed < 90
+
+
+def test_gloo_finds_the_interface_when_the_host_name_resolves_to_loopback(machines, tmp_path):
+    """Debian's `127.0.1.1 <hostname>` in /etc/hosts, GLOO_SOCKET_IFNAME unset: gloo alone would advertise
+    127.0.1.1 to the other machine (connectFullMesh fails / hangs); launch picks the interface toward rank 0."""
+    pair = []
+    for i, m in enumerate(machines.machines):
+        other = machines[1 - i]
+        hosts = tmp_path / f"hosts{i}"
+        hosts.write_text(f"127.0.0.1 localhost\n127.0.1.1 {m.hostname}\n{other.address} {other.hostname}\n")
+        pair.append(dataclasses.replace(m, hosts_file=str(hosts)))
+    env = rank_env(LAZYDET_RENDEZVOUS_TIMEOUT="60")
+    del env["GLOO_SOCKET_IFNAME"]
+    procs = [start_on(m, train_net_argv("--config-file", "tests/slurm/toy_recipe.py", "--num-machines", 2,
+                                        "--machine-rank", i, "--dist-url", f"tcp://{machines[0].address}:{PORT + 3}",
+                                        f"train.output_dir={tmp_path / 'out'}", "train.max_iter=5",
+                                        "train.eval_period=0"), tmp_path / f"m{i}.log", env=env)
+             for i, m in enumerate(pair)]
+    codes = wait_all(procs, 300)
+    logs = [(tmp_path / f"m{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    for m, text in zip(pair, logs):
+        assert f"host name {m.hostname} resolves to a loopback address: gloo uses interface lzmn-eth" in text
 
 
 @pytest.mark.skipif(not LONG, reason="a machine dying mid-run: set LAZYDET_MULTINODE_LONG=1")
