@@ -1,6 +1,7 @@
 """A two-node SLURM cluster on the two emulated machines (machines.py): slurmctld and slurmd `lzmn0` on
 machine 0, slurmd `lzmn1` on machine 1, every daemon in its machine's network namespace and with its host
-name, talking over the veth link (NodeAddr 10.200.7.1 / .2).
+name, talking over the veth link (NodeAddr 10.200.7.1 / .2). The settings tuned for tests (fast requeue,
+no cgroups) come from `scripts/slurm/local_cluster.sh settings`, shared with the one-node cluster.
 
 Separate from the one-node cluster of tests/slurm (scripts/slurm/local_cluster.sh): its own folder
 (config, state, spool, logs, pid files) and its own network namespaces, so the same default ports do not
@@ -21,6 +22,7 @@ from pathlib import Path
 from .machines import TwoMachines
 
 MUNGE_PID = Path("/run/munge/munged.pid")
+LOCAL_CLUSTER = Path(__file__).resolve().parents[2] / "scripts" / "slurm" / "local_cluster.sh"
 
 
 class ClusterUnavailable(RuntimeError):
@@ -62,34 +64,19 @@ class TwoNodeCluster:
         nodes = "".join(f"NodeName={m.hostname} NodeAddr={m.address} CPUs=2 RealMemory=2000 State=UNKNOWN\n"
                         for m in self.machines.machines)
         head = self.machines[0]
+        shared = subprocess.run(["bash", str(LOCAL_CLUSTER), "settings"], capture_output=True, text=True,
+                                check=True, timeout=30).stdout
         self.conf.write_text(f"""ClusterName=lazydet-mn
 SlurmctldHost={head.hostname}({head.address})
-SlurmUser=root
-AuthType=auth/munge
-# cred_expire is also how long a requeued job waits before it may start again (default 120 s)
-AuthInfo=cred_expire=10
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool-%n
 SlurmctldPidFile={r}/run/slurmctld.pid
 SlurmdPidFile={r}/run/slurmd-%n.pid
 SlurmctldLogFile={r}/log/slurmctld.log
 SlurmdLogFile={r}/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=1
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
 JobCompLoc={r}/log/jobcomp.log
-ReturnToService=2
 SlurmdTimeout=30
-KillWait=5
-MinJobAge=600
-{nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{shared}{nodes}PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
     def start(self) -> "TwoNodeCluster":
