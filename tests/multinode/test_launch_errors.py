@@ -5,7 +5,8 @@ import time
 import pytest
 
 from lazydet.engine.launch import (DEFAULT_RENDEZVOUS_TIMEOUT_S, RENDEZVOUS_TIMEOUT_ENV, PeerLostError,
-                                   RendezvousError, _run_rank, rendezvous_timeout_s, wait_for_rendezvous)
+                                   RendezvousError, _run_rank, gloo_interface_toward, rendezvous_timeout_s,
+                                   wait_for_rendezvous)
 
 
 def closed_local_port() -> int:
@@ -63,3 +64,10 @@ def test_other_errors_pass_through_unchanged():
 
     with pytest.raises(RuntimeError, match="^shape mismatch$"):
         _run_rank(0, main, ())
+
+
+def test_gloo_interface_is_the_route_to_rank_0_only_when_the_host_name_is_loopback(monkeypatch):
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
+    assert gloo_interface_toward("127.0.0.1") == "lo"  # the interface holding the source address toward it
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "10.1.2.3")
+    assert gloo_interface_toward("127.0.0.1") is None  # gloo's own choice (the host name's address) works
