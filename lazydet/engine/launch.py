@@ -146,16 +146,21 @@ def _ipv4_of(interface: str) -> str | None:
     return socket.inet_ntoa(packed[20:24])
 
 
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address).is_loopback
+
+
 def gloo_interface_toward(master_host: str) -> str | None:
-    """The interface gloo should use to reach `master_host` when gloo's default would not work, else None.
+    """The interface gloo should use in a multi-machine run when gloo's default would not work, else None.
 
     gloo binds to the address of this machine's host name; where /etc/hosts maps the host name to a
     loopback address (Debian's `127.0.1.1 <hostname>`, containers), every rank advertises 127.x to its
-    peers and connecting fails ("connectFullMesh failed ... remote=[127.0.1.1]") or hangs. Then the
-    interface carrying this machine's route to rank 0 is the one to use (what GLOO_SOCKET_IFNAME names)."""
+    peers and connecting fails ("connectFullMesh failed ... remote=[127.0.1.1]") or hangs. Then use the
+    interface carrying this machine's route to rank 0 (`master_host`); on rank 0's own machine, whose name
+    is loopback too, the only interface with a non-loopback IPv4 address (None when there are several:
+    then GLOO_SOCKET_IFNAME must say)."""
     try:
-        own = socket.gethostbyname(socket.gethostname())
-        if not ipaddress.ip_address(own).is_loopback:
+        if not _is_loopback(socket.gethostbyname(socket.gethostname())):
             return None
     except (OSError, ValueError):
         pass  # the host name does not resolve: gloo would fail too
@@ -165,7 +170,11 @@ def gloo_interface_toward(master_host: str) -> str | None:
             local = s.getsockname()[0]
     except OSError:
         return None
-    return next((name for _, name in socket.if_nameindex() if _ipv4_of(name) == local), None)
+    addresses = {name: _ipv4_of(name) for _, name in socket.if_nameindex()}
+    if not _is_loopback(local):
+        return next((name for name, address in addresses.items() if address == local), None)
+    outward = [name for name, address in addresses.items() if address and not _is_loopback(address)]
+    return outward[0] if len(outward) == 1 else None
 
 
 def _init_group(rank, world_size, local_rank, local_size, init_method, timeout, master_host=None):
@@ -177,7 +186,7 @@ def _init_group(rank, world_size, local_rank, local_size, init_method, timeout, 
         if interface:
             os.environ["GLOO_SOCKET_IFNAME"] = interface
             print(f"[lazydet] host name {socket.gethostname()} resolves to a loopback address: gloo uses "
-                  f"interface {interface} (the route to {master_host}); set GLOO_SOCKET_IFNAME to choose",
+                  f"interface {interface} (toward rank 0 at {master_host}); set GLOO_SOCKET_IFNAME to choose",
                   flush=True)
     dist.init_process_group(backend=backend, init_method=init_method, world_size=world_size, rank=rank,
                             timeout=timeout)

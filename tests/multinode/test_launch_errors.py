@@ -1,5 +1,6 @@
 """launch's one-line errors for multi-machine runs, without namespaces (runs anywhere, in a second)."""
 import socket
+import subprocess
 import time
 
 import pytest
@@ -66,8 +67,19 @@ def test_other_errors_pass_through_unchanged():
         _run_rank(0, main, ())
 
 
-def test_gloo_interface_is_the_route_to_rank_0_only_when_the_host_name_is_loopback(monkeypatch):
-    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
-    assert gloo_interface_toward("127.0.0.1") == "lo"  # the interface holding the source address toward it
+def outward_interfaces() -> list:
+    """Interfaces with a non-loopback IPv4 address, from `ip -4 -o addr` (independent of launch's ioctl)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        pytest.skip("`ip` is not available")
+    names = {ln.split()[1] for ln in out.stdout.splitlines() if not ln.split()[3].startswith("127.")}
+    return sorted(names)
+
+
+def test_gloo_interface_only_when_the_host_name_is_loopback(monkeypatch):
     monkeypatch.setattr(socket, "gethostbyname", lambda name: "10.1.2.3")
     assert gloo_interface_toward("127.0.0.1") is None  # gloo's own choice (the host name's address) works
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
+    # rank 0 on this machine (its address is loopback too): the one outward interface, or None if several
+    outward = outward_interfaces()
+    assert gloo_interface_toward("127.0.0.1") == (outward[0] if len(outward) == 1 else None)
