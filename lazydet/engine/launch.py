@@ -242,7 +242,7 @@ def _launch_from_env(kind: str, main_func, args, timeout):
     if world == 1:
         comm.set_local_rank(0, 1)
         return main_func(*args)
-    if rank != 0:
+    if rank != 0 and os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT"):
         wait_for_rendezvous(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), rendezvous_timeout_s(),
                             "MASTER_ADDR:MASTER_PORT")
     _init_group(rank, world, local_rank, local_size, "env://", timeout, os.environ.get("MASTER_ADDR"))
