@@ -6,6 +6,7 @@
 #   scripts/slurm/local_cluster.sh status  exit 0 when the node is idle/allocated/mixed
 #   scripts/slurm/local_cluster.sh env     print the `export SLURM_CONF=...` line clients need
 #   scripts/slurm/local_cluster.sh settings  print the slurm.conf lines shared by every test cluster
+#   scripts/slurm/local_cluster.sh install   only install slurm-wlm + munge if missing (tests/multinode)
 #
 # Every client (sinfo, sbatch, srun, scontrol, submitit) needs SLURM_CONF=$ROOT/etc/slurm.conf.
 # State, logs and the config live under $LAZYDET_SLURM_ROOT (default /tmp/lazydet-slurm).
@@ -164,5 +165,6 @@ case "${1:-}" in
   status) command -v sinfo >/dev/null && [ -s "$SLURM_CONF" ] && node_ready ;;
   env) echo "export SLURM_CONF=$SLURM_CONF" ;;
   settings) test_settings ;;
-  *) echo "usage: $0 up|down|status|env|settings" >&2; exit 2 ;;
+  install) mkdir -p "$ROOT/log" && install_packages ;;
+  *) echo "usage: $0 up|down|status|env|settings|install" >&2; exit 2 ;;
 esac
