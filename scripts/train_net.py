@@ -17,6 +17,7 @@ from lazydet.config import ConfigError, LazyConfig
 from lazydet.data import DataError
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
+from lazydet.engine.launch import LaunchError
 from lazydet.utils import comm
 from lazydet.utils.device import resolve_device
 
@@ -89,7 +90,7 @@ def cli(argv=None):
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (ConfigError, DataError) as e:  # recipe/data mistakes: one line, no traceback
+    except (ConfigError, DataError, LaunchError) as e:  # recipe/data/network problems: one line, no traceback
         sys.exit(f"error: {e}")
 
 

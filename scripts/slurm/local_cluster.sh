@@ -5,6 +5,8 @@
 #   scripts/slurm/local_cluster.sh down    stop only the daemons that `up` started (by pid)
 #   scripts/slurm/local_cluster.sh status  exit 0 when the node is idle/allocated/mixed
 #   scripts/slurm/local_cluster.sh env     print the `export SLURM_CONF=...` line clients need
+#   scripts/slurm/local_cluster.sh settings  print the slurm.conf lines shared by every test cluster
+#   scripts/slurm/local_cluster.sh install   only install slurm-wlm + munge if missing (tests/multinode)
 #
 # Every client (sinfo, sbatch, srun, scontrol, submitit) needs SLURM_CONF=$ROOT/etc/slurm.conf.
 # State, logs and the config live under $LAZYDET_SLURM_ROOT (default /tmp/lazydet-slurm).
@@ -42,27 +44,12 @@ install_packages() {
   fi
 }
 
-write_config() {
-  # Node line from the hardware, named localhost; RealMemory at 90% so the node never drains as "Low RealMemory".
-  local node mem
-  node=$(slurmd -C | head -1 | sed -E 's/^NodeName=[^ ]+/NodeName=localhost NodeAddr=127.0.0.1/')
-  mem=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$node")
-  node=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$((mem * 9 / 10))/" <<<"$node")
-  cat >"$SLURM_CONF" <<CONF
-ClusterName=lazydet-ci
-SlurmctldHost=localhost
-SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
+test_settings() {  # the slurm.conf lines every test cluster shares (also tests/multinode's two-node cluster)
+  cat <<'CONF'
 SlurmUser=root
 AuthType=auth/munge
 # cred_expire is also how long a requeued job waits before it may start again (default 120 s)
 AuthInfo=cred_expire=10
-StateSaveLocation=$ROOT/state
-SlurmdSpoolDir=$ROOT/spool
-SlurmctldPidFile=$ROOT/run/slurmctld.pid
-SlurmdPidFile=$ROOT/run/slurmd.pid
-SlurmctldLogFile=$ROOT/log/slurmctld.log
-SlurmdLogFile=$ROOT/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -74,10 +61,31 @@ SchedulerParameters=sched_interval=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc=$ROOT/log/jobcomp.log
 ReturnToService=2
 KillWait=5
 MinJobAge=600
+CONF
+}
+
+write_config() {
+  # Node line from the hardware, named localhost; RealMemory at 90% so the node never drains as "Low RealMemory".
+  local node mem
+  node=$(slurmd -C | head -1 | sed -E 's/^NodeName=[^ ]+/NodeName=localhost NodeAddr=127.0.0.1/')
+  mem=$(sed -E 's/.*RealMemory=([0-9]+).*/\1/' <<<"$node")
+  node=$(sed -E "s/RealMemory=[0-9]+/RealMemory=$((mem * 9 / 10))/" <<<"$node")
+  cat >"$SLURM_CONF" <<CONF
+ClusterName=lazydet-ci
+SlurmctldHost=localhost
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+StateSaveLocation=$ROOT/state
+SlurmdSpoolDir=$ROOT/spool
+SlurmctldPidFile=$ROOT/run/slurmctld.pid
+SlurmdPidFile=$ROOT/run/slurmd.pid
+SlurmctldLogFile=$ROOT/log/slurmctld.log
+SlurmdLogFile=$ROOT/log/slurmd.log
+JobCompLoc=$ROOT/log/jobcomp.log
+$(test_settings)
 $node State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -156,5 +164,7 @@ case "${1:-}" in
   down) down ;;
   status) command -v sinfo >/dev/null && [ -s "$SLURM_CONF" ] && node_ready ;;
   env) echo "export SLURM_CONF=$SLURM_CONF" ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  settings) test_settings ;;
+  install) mkdir -p "$ROOT/log" && install_packages ;;
+  *) echo "usage: $0 up|down|status|env|settings|install" >&2; exit 2 ;;
 esac
