@@ -96,17 +96,15 @@ DatasetCatalog = _DatasetCatalog()
 MetadataCatalog = _MetadataCatalog()
 
 
-def register_coco_instances(name: str, json_file: str, image_root: str, metadata: dict | None = None) -> None:
-    """Register a COCO-format instances json + image folder under ``name``.
-
-    The category-id mapping is read from the json lazily (on first ``DatasetCatalog.get`` or
-    ``category_info(name)``) so that registering datasets that are absent on disk is free.
-    """
-    from .coco import load_coco_json
-
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=str(json_file), image_root=str(image_root),
-                                  evaluator_type="coco", **(metadata or {}))
+def dataset_records(name: str) -> list[dict]:
+    """The records of dataset ``name`` that training and evaluation use: the validated records of
+    ``DatasetCatalog.get(name)`` minus the images ``check_datasets`` found unreadable (``bad_images`` in
+    the metadata: file name -> reason). Both the loaders and the evaluator's ground truth read this."""
+    meta = MetadataCatalog.get(name)
+    records = meta.__dict__.pop("checked_records", None)  # left by check_datasets: the json is read once
+    records = DatasetCatalog.get(name) if records is None else records
+    bad = meta.get("bad_images") or {}
+    return [r for r in records if r["file_name"] not in bad] if bad else records
 
 
 def ensure_category_metadata(name: str) -> Metadata:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .catalog import DatasetCatalog, MetadataCatalog
+from .coco import load_coco_json
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,6 @@ def register_synthetic_shapes(name: str, num_images: int = 1500, image_size: int
     ``min_scale``/``max_scale``: object circumdiameter as a fraction of ``image_size``;
     ``min_visible``: fraction of an object's pixels that later objects may not cover.
     """
-    from .coco import load_coco_json
-
     bad = [c for c in classes if c not in SHAPES]
     if bad:
         raise ValueError(f"register_synthetic_shapes({name!r}): unknown shape(s) {bad}; choose from {SHAPES}")

@@ -89,8 +89,3 @@ def resize_flip_augmentation(min_sizes: Sequence[int], max_size: int | None = No
     steps.append(v2.RandomShortestSize(min_size=list(min_sizes), max_size=max_size))
     return v2.Compose(steps)
 
-
-# Earlier names, kept for recipes written against them (not re-exported from lazydet.data, where a
-# ``test_*`` name would be collected by pytest).
-test_augmentation = detr_test_augmentation
-lsj_test_augmentation = lsj_test_resize
