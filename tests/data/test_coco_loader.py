@@ -155,3 +155,14 @@ def test_coco_mini_loads_clean(coco_mini):
             assert area == pytest.approx(by_id[int(ann_id)]["area"], rel=1e-6)
     assert MetadataCatalog.get("coco_mini_val").load_report == {}
     assert len(MetadataCatalog.get("coco_mini_val").thing_classes) == 80
+
+
+def test_16_bit_png_scaled_by_the_dtype_range_like_its_8_bit_copy(tmp_path):
+    """A dark 16-bit image (max 20000 of 65535) must stay dark: v -> round(v * 255 / 65535), as the 8-bit copy."""
+    values = np.linspace(0, 20000, 40 * 60).reshape(40, 60).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    Image.fromarray(np.round(values / 257.0).astype(np.uint8)).save(tmp_path / "eight.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # really stored as 16 bits
+    deep, eight = read_image(str(tmp_path / "deep.png")), read_image(str(tmp_path / "eight.png"))
+    assert (deep.int() - eight.int()).abs().max() <= 1
+    assert deep.max().item() == 78  # 20000 / 257, not stretched to 255
