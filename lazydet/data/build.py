@@ -180,9 +180,11 @@ class TrainDataLoader(torch.utils.data.DataLoader):
             yield batch
 
     def state_dict(self) -> dict:
+        """``{"position", "seed", "batch_size"}``: enough to resume the batch stream exactly."""
         return {"position": self.position, "seed": self.dataset.sampler.seed, "batch_size": self.dataset.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
+        """Make the next batches those an uninterrupted loader gives after ``state["position"]`` batches."""
         if int(state["batch_size"]) != self.dataset.batch_size:
             logger.warning(f"resuming the train loader with {self.dataset.batch_size} images per process, the "
                            f"checkpoint had {state['batch_size']}: the data order differs from the original run")

@@ -28,6 +28,7 @@ class _DatasetCatalog:
         self._funcs: dict[str, Callable[[], list]] = {}
 
     def register(self, name: str, func: Callable[[], list]) -> None:
+        """Register ``func`` (no arguments -> list of records) under ``name``; a name is registered once."""
         if not callable(func):
             raise TypeError(f"DatasetCatalog.register({name!r}, ...): func must be callable")
         if name in self._funcs:
@@ -35,14 +36,17 @@ class _DatasetCatalog:
         self._funcs[name] = func
 
     def get(self, name: str) -> list:
+        """The records of ``name`` (calls its function); an unknown name is a ``DataError`` with suggestions."""
         if name not in self._funcs:
             raise _unknown_name("dataset", name, self._funcs)
         return self._funcs[name]()
 
     def list(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._funcs)
 
     def remove(self, name: str) -> None:
+        """Forget ``name`` (tests)."""
         self._funcs.pop(name)
 
     def __contains__(self, name: str) -> bool:
@@ -61,6 +65,7 @@ class Metadata(types.SimpleNamespace):
                              f"(available: {', '.join(known)})")
 
     def set(self, **kwargs) -> "Metadata":
+        """Set attributes; changing one already set to another value is a ``DataError``. Returns self."""
         for k, v in kwargs.items():
             old = self.__dict__.get(k, None)
             if k in self.__dict__ and old != v:
@@ -69,13 +74,17 @@ class Metadata(types.SimpleNamespace):
         return self
 
     def get(self, key: str, default: Any = None) -> Any:
+        """Attribute ``key``, or ``default`` when it was never set."""
         return self.__dict__.get(key, default)
 
     def as_dict(self) -> dict:
+        """A shallow copy of every attribute."""
         return dict(self.__dict__)
 
 
 class _MetadataCatalog:
+    """name -> ``Metadata`` (created empty on first access)."""
+
     def __init__(self):
         self._meta: dict[str, Metadata] = {}
 

@@ -31,6 +31,7 @@ DEFAULT_CLASSES = ("circle", "square", "triangle", "cross")
 
 
 def datasets_root() -> str:
+    """Where built-in datasets live and synthetic ones are generated: ``$LAZYDET_DATASETS``, else ``./datasets``."""
     return os.environ.get("LAZYDET_DATASETS", "./datasets")
 
 
@@ -137,6 +138,7 @@ def generate_synthetic_shapes(out_dir: str, num_images: int, image_size: int, se
 
 
 def synthetic_shapes_dir(root: str | None = None, **params) -> str:
+    """``<root>/synthetic_shapes/<hash>``: the folder of the dataset generated with ``params``."""
     key = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True, default=list)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return os.path.join(root or datasets_root(), "synthetic_shapes", digest)

@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_convert
 
 from lazydet.data import (DetrDatasetMapper, MetadataCatalog, build_detection_test_loader, detr_test_augmentation,
                           get_detection_dataset_dicts)
 from lazydet.data.builtin import coco_mini_root
 from lazydet.evaluation import COCOEvaluator, evaluate_coco_detections, inference_on_dataset
+from tests.data.data_test_utils import GroundTruthModel
 
 KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
@@ -84,30 +84,13 @@ def test_equals_pycocotools(gt_json, kind):
         assert 5 < ours["bbox/AP"] < 95
 
 
-class _GroundTruthModel(torch.nn.Module):
-    """Returns the batch's own target boxes, mapped back to original pixels like a real model must."""
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, batch):
-        assert not self.training and not torch.is_grad_enabled()
-        outs = []
-        for t in batch["targets"]:
-            oh, ow = t["orig_size"].tolist()
-            boxes = box_convert(t["boxes"], "cxcywh", "xyxy") * torch.tensor([ow, oh, ow, oh])
-            outs.append({"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": t["labels"]})
-        return outs
-
-
 def test_ground_truth_through_the_whole_path_gives_ap_100(gt_json, tmp_path):
     """dataset -> test mapper (resize) -> collate -> boxes scaled back to original pixels -> evaluator."""
     records = get_detection_dataset_dicts("coco_mini_val", filter_empty=False)
     loader = build_detection_test_loader(records, DetrDatasetMapper(detr_test_augmentation(800, 1333), is_train=False),
                                          batch_size=4, num_workers=0)
     evaluator = COCOEvaluator("coco_mini_val", output_dir=str(tmp_path))
-    model = _GroundTruthModel().train()
+    model = GroundTruthModel().train()
     results = inference_on_dataset(model, loader, evaluator)
     assert model.training  # mode restored
     for k in KEYS:

@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-from torchvision.ops import box_convert
 
 
 
@@ -19,6 +18,7 @@ def _worker(rank, init_file, out_dir, queue):
         from lazydet.data import (DetrDatasetMapper, build_detection_test_loader, build_detection_train_loader,
                                   detr_test_augmentation, get_detection_dataset_dicts)
         from lazydet.evaluation import COCOEvaluator
+        from tests.data.data_test_utils import ground_truth_outputs
 
         records = get_detection_dataset_dicts("coco_mini_val", filter_empty=False)
         loader = build_detection_test_loader(records, DetrDatasetMapper(detr_test_augmentation(None), False),
@@ -26,13 +26,8 @@ def _worker(rank, init_file, out_dir, queue):
         ev = COCOEvaluator("coco_mini_val", output_dir=out_dir)
         ids = []
         for batch in loader:
-            outs = []
-            for t in batch["targets"]:
-                ids.append(t["image_id"])
-                h, w = t["orig_size"].tolist()
-                boxes = box_convert(t["boxes"], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
-                outs.append({"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": t["labels"]})
-            ev.process(batch, outs)
+            ids.extend(t["image_id"] for t in batch["targets"])
+            ev.process(batch, ground_truth_outputs(batch))
         results = ev.evaluate()
         train = build_detection_train_loader(records, DetrDatasetMapper(detr_test_augmentation(None)),
                                              total_batch_size=4, num_workers=0, seed=None)

@@ -6,15 +6,13 @@ import math
 import os
 
 import pytest
-import torch
-from torchvision.ops import box_convert
 
 from omegaconf import OmegaConf
 
 from lazydet.data import (DetrDatasetMapper, build_detection_test_loader, check_datasets, get_detection_dataset_dicts,
                           register_coco_instances)
 from lazydet.evaluation import COCOEvaluator, evaluate_coco_detections, inference_on_dataset
-from tests.data.data_test_utils import save_image, write_coco
+from tests.data.data_test_utils import GroundTruthModel, save_image, write_coco
 
 GOOD = [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 10], "iscrowd": 0, "area": 200},
         {"id": 2, "image_id": 1, "category_id": 7, "bbox": [30, 12, 25, 20], "iscrowd": 0, "area": 500},
@@ -50,26 +48,10 @@ def _register(tmp_path, name, extra_annotations=(), broken_image=False):
     return js
 
 
-class _GroundTruthModel(torch.nn.Module):
-    """Predicts each image's own target boxes, in original pixels, with score 1."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, batch):
-        outs = []
-        for t in batch["targets"]:
-            h, w = t["orig_size"].tolist()
-            boxes = box_convert(t["boxes"], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
-            outs.append({"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": t["labels"]})
-        return outs
-
-
 def _score_ground_truth(name, tmp_path):
     loader = build_detection_test_loader(get_detection_dataset_dicts(name, filter_empty=False),
                                          DetrDatasetMapper(is_train=False), batch_size=2, num_workers=0)
-    return inference_on_dataset(_GroundTruthModel(), loader, COCOEvaluator(name, output_dir=str(tmp_path)))
+    return inference_on_dataset(GroundTruthModel(), loader, COCOEvaluator(name, output_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
