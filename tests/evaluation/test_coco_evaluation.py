@@ -113,3 +113,15 @@ def test_empty_predictions_score_zero(gt_json):
     ev = COCOEvaluator("coco_mini_val")
     ev.reset()
     assert ev.evaluate()["bbox/AP"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ground_truth_from_records_scores_like_the_official_json(gt_json, seed):
+    """On a clean dataset the records' ground truth (float32 boxes, json areas, renumbered ids) changes nothing."""
+    from lazydet.evaluation.ground_truth import coco_ground_truth, evaluation_records
+
+    dets = _random_detections(gt_json, seed)
+    ours = evaluate_coco_detections(coco_ground_truth(evaluation_records("coco_mini_val"), "coco_mini_val"), dets)
+    ref = _pycocotools(gt_json, dets)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-4, nan_ok=True), k
