@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, UnidentifiedImageError
 from omegaconf import DictConfig, ListConfig
@@ -26,6 +27,8 @@ logger = logging.getLogger(__name__)
 _TAIL_BYTES = 1024  # where the end-of-image marker of a complete file must lie
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+# files read at a time: 2.2x the images/s of one at a time on the synthetic set (docs/data.md), more on NFS
+SCAN_THREADS = 8
 
 
 def dataset_names(cfg) -> list[str]:
@@ -89,16 +92,16 @@ def image_problem(path: str, height: int, width: int, decode: bool = False) -> s
     return None
 
 
-def scan_images(records, decode: bool = False) -> dict[str, str]:
+def scan_images(records, decode: bool = False, threads: int = SCAN_THREADS) -> dict[str, str]:
     """``{file_name: reason}`` of the unusable images among ``records`` (dicts with ``file_name``, ``height``,
-    ``width``). With several processes each scans a 1/world share and the results are merged (collective)."""
-    rank, world = comm.get_rank(), comm.get_world_size()
-    bad = {}
-    for i in range(rank, len(records), world):
-        r = records[i]
-        reason = image_problem(r["file_name"], r["height"], r["width"], decode)
-        if reason is not None:
-            bad[r["file_name"]] = f"{reason} (image id {r['image_id']})"
+    ``width``, ``image_id``), in record order. Reads ``threads`` files at a time (the reads wait on the disk or
+    network file system, not on Python). With several processes each scans a 1/world share and the results
+    are merged (collective)."""
+    mine = [records[i] for i in range(comm.get_rank(), len(records), comm.get_world_size())]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        reasons = pool.map(lambda r: image_problem(r["file_name"], r["height"], r["width"], decode), mine)
+        bad = {r["file_name"]: f"{reason} (image id {r['image_id']})" for r, reason in zip(mine, reasons)
+               if reason is not None}
     merged = {}
     for part in comm.all_gather(bad):
         merged.update(part)
