@@ -166,3 +166,11 @@ def test_16_bit_png_scaled_by_the_dtype_range_like_its_8_bit_copy(tmp_path):
     deep, eight = read_image(str(tmp_path / "deep.png")), read_image(str(tmp_path / "eight.png"))
     assert (deep.int() - eight.int()).abs().max() <= 1
     assert deep.max().item() == 78  # 20000 / 257, not stretched to 255
+
+
+def test_register_coco_layout_by_path(coco_mini):
+    from lazydet.data import register_coco_layout
+
+    assert register_coco_layout("t_layout", coco_mini) == ["t_layout_train", "t_layout_val"]
+    assert [len(DatasetCatalog.get(n)) for n in ("t_layout_train", "t_layout_val")] == [6, 16]
+    assert MetadataCatalog.get("t_layout_val").image_root == f"{coco_mini}/val2017"
