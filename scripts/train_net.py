@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lazydet.config import ConfigError, LazyConfig
-from lazydet.data import DataError
+from lazydet.data import DataError, check_datasets
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
 from lazydet.engine.launch import LaunchError
@@ -73,6 +73,7 @@ def _load_ema_weights(ema, path):
 
 def main(args):
     cfg = load_config(args)
+    check_datasets(cfg)  # every dataset exists and its images are readable, before anything is built or written
     default_setup(cfg, args)
     if args.eval_only:
         return evaluate_only(cfg, args)

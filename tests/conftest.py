@@ -1,7 +1,13 @@
 """Suite-wide fixtures."""
 import logging
+import os
 
 import pytest
+
+# The coco_mini_* datasets of every test are the 22-image real-COCO fixture in the repository (set before
+# lazydet.data registers them; subprocesses inherit it), whatever the user's own $LAZYDET_COCO_MINI says.
+COCO_MINI_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "coco_mini")
+os.environ["LAZYDET_COCO_MINI"] = COCO_MINI_FIXTURE
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from .catalog import DataError, DatasetCatalog, MetadataCatalog
+from lazydet.utils import comm
+
+from .catalog import DataError, MetadataCatalog, dataset_records
 from .collate import DetectionCollator
-from .samplers import InferenceSampler, TrainingSampler, rank_and_world_size
+from .samplers import InferenceSampler, TrainingSampler
 from .serialize import SerializedList
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def get_detection_dataset_dicts(names, filter_empty: bool = True) -> list[dict]:
     names = _as_name_list(names)
     records, classes = [], None
     for name in names:
-        recs = DatasetCatalog.get(name)
+        recs = dataset_records(name)
         if not recs:
             raise DataError(f"dataset {name!r} has no usable images (see the warnings above)")
         these = MetadataCatalog.get(name).get("thing_classes")
@@ -56,12 +58,16 @@ def get_detection_dataset_dicts(names, filter_empty: bool = True) -> list[dict]:
 
 
 class MapDataset(torch.utils.data.Dataset):
-    """Applies ``mapper`` to ``records[i]``. With ``skip_bad`` a record whose image cannot be read is
-    replaced by a random other one, counted and warned about once per file (training); without it the
-    error propagates (evaluation must see every image)."""
+    """Applies ``mapper`` to ``records[i]``, for records whose image may turn out unreadable.
 
-    def __init__(self, records, mapper: Callable, skip_bad: bool = True, seed: int = 0):
-        self.records, self.mapper, self.skip_bad = records, mapper, skip_bad
+    ``replace_bad=True`` (training): such a record is replaced by a random other one, counted and warned
+    about once per file. ``replace_bad=False`` (evaluation, every image must be accounted for): it becomes
+    ``{"skipped": {"image_id", "file_name", "reason"}}``, which the collator passes on in
+    ``batch["skipped"]`` and the evaluator counts, instead of a crash in a worker.
+    """
+
+    def __init__(self, records, mapper: Callable, replace_bad: bool = True, seed: int = 0):
+        self.records, self.mapper, self.replace_bad = records, mapper, replace_bad
         self._rng = random.Random(seed)
         self._bad: set[int] = set()
 
@@ -79,11 +85,13 @@ class MapDataset(torch.utils.data.Dataset):
 
     def _load(self, idx: int, rng: random.Random):
         for _ in range(_MAX_CONSECUTIVE_FAILURES):
+            record = self.records[idx]
             try:
-                return self.mapper(self.records[idx])
+                return self.mapper(record)
             except DataError as e:
-                if not self.skip_bad:
-                    raise
+                if not self.replace_bad:
+                    return {"skipped": {"image_id": int(record["image_id"]), "file_name": record["file_name"],
+                                        "reason": str(e)}}
                 if idx not in self._bad:
                     self._bad.add(idx)
                     logger.warning(f"skipping unreadable sample ({len(self._bad)} skipped so far in this "
@@ -172,9 +180,11 @@ class TrainDataLoader(torch.utils.data.DataLoader):
             yield batch
 
     def state_dict(self) -> dict:
+        """``{"position", "seed", "batch_size"}``: enough to resume the batch stream exactly."""
         return {"position": self.position, "seed": self.dataset.sampler.seed, "batch_size": self.dataset.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
+        """Make the next batches those an uninterrupted loader gives after ``state["position"]`` batches."""
         if int(state["batch_size"]) != self.dataset.batch_size:
             logger.warning(f"resuming the train loader with {self.dataset.batch_size} images per process, the "
                            f"checkpoint had {state['batch_size']}: the data order differs from the original run")
@@ -211,7 +221,7 @@ def _landscape_flags(records) -> np.ndarray:
 
 
 def _per_rank_batch_size(total_batch_size: int) -> int:
-    _, world = rank_and_world_size()
+    world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world != 0:
         raise DataError(f"total_batch_size={total_batch_size} must be a positive multiple of the number of "
                         f"processes ({world})")
@@ -231,7 +241,7 @@ def build_detection_train_loader(dataset, mapper: Callable, total_batch_size: in
     records = _wrap_records(dataset, serialize)
     per_rank = _per_rank_batch_size(total_batch_size)
     sampler = TrainingSampler(len(records), shuffle=True, seed=seed)
-    stream = _SampledBatches(MapDataset(records, mapper, skip_bad=True, seed=sampler.seed), sampler, per_rank,
+    stream = _SampledBatches(MapDataset(records, mapper, replace_bad=True, seed=sampler.seed), sampler, per_rank,
                              DetectionCollator(size_divisibility, fixed_size),
                              _landscape_flags(records) if aspect_ratio_grouping else None)
     loader = TrainDataLoader(stream, num_workers=num_workers, worker_init_fn=_seed_worker, pin_memory=pin_memory,
@@ -245,9 +255,10 @@ def build_detection_train_loader(dataset, mapper: Callable, total_batch_size: in
 def build_detection_test_loader(dataset, mapper: Callable, batch_size: int = 1, num_workers: int = 4,
                                 size_divisibility: int = 0, fixed_size: Sequence[int] | None = None,
                                 serialize: bool = True):
-    """Finite loader; across ranks every image appears exactly once (``batch_size`` is per process)."""
+    """Finite loader; across ranks every image appears exactly once (``batch_size`` is per process). An image
+    that cannot be read is not a crash: it is listed in its batch's ``"skipped"`` (see ``MapDataset``)."""
     records = _wrap_records(dataset, serialize)
-    loader = torch.utils.data.DataLoader(MapDataset(records, mapper, skip_bad=False),
+    loader = torch.utils.data.DataLoader(MapDataset(records, mapper, replace_bad=False),
                                          sampler=InferenceSampler(len(records)), batch_size=batch_size,
                                          num_workers=num_workers, worker_init_fn=_seed_worker,
                                          collate_fn=DetectionCollator(size_divisibility, fixed_size))

@@ -28,6 +28,7 @@ class _DatasetCatalog:
         self._funcs: dict[str, Callable[[], list]] = {}
 
     def register(self, name: str, func: Callable[[], list]) -> None:
+        """Register ``func`` (no arguments -> list of records) under ``name``; a name is registered once."""
         if not callable(func):
             raise TypeError(f"DatasetCatalog.register({name!r}, ...): func must be callable")
         if name in self._funcs:
@@ -35,14 +36,17 @@ class _DatasetCatalog:
         self._funcs[name] = func
 
     def get(self, name: str) -> list:
+        """The records of ``name`` (calls its function); an unknown name is a ``DataError`` with suggestions."""
         if name not in self._funcs:
             raise _unknown_name("dataset", name, self._funcs)
         return self._funcs[name]()
 
     def list(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._funcs)
 
     def remove(self, name: str) -> None:
+        """Forget ``name`` (tests)."""
         self._funcs.pop(name)
 
     def __contains__(self, name: str) -> bool:
@@ -61,6 +65,7 @@ class Metadata(types.SimpleNamespace):
                              f"(available: {', '.join(known)})")
 
     def set(self, **kwargs) -> "Metadata":
+        """Set attributes; changing one already set to another value is a ``DataError``. Returns self."""
         for k, v in kwargs.items():
             old = self.__dict__.get(k, None)
             if k in self.__dict__ and old != v:
@@ -69,13 +74,17 @@ class Metadata(types.SimpleNamespace):
         return self
 
     def get(self, key: str, default: Any = None) -> Any:
+        """Attribute ``key``, or ``default`` when it was never set."""
         return self.__dict__.get(key, default)
 
     def as_dict(self) -> dict:
+        """A shallow copy of every attribute."""
         return dict(self.__dict__)
 
 
 class _MetadataCatalog:
+    """name -> ``Metadata`` (created empty on first access)."""
+
     def __init__(self):
         self._meta: dict[str, Metadata] = {}
 
@@ -96,17 +105,15 @@ DatasetCatalog = _DatasetCatalog()
 MetadataCatalog = _MetadataCatalog()
 
 
-def register_coco_instances(name: str, json_file: str, image_root: str, metadata: dict | None = None) -> None:
-    """Register a COCO-format instances json + image folder under ``name``.
-
-    The category-id mapping is read from the json lazily (on first ``DatasetCatalog.get`` or
-    ``category_info(name)``) so that registering datasets that are absent on disk is free.
-    """
-    from .coco import load_coco_json
-
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=str(json_file), image_root=str(image_root),
-                                  evaluator_type="coco", **(metadata or {}))
+def dataset_records(name: str) -> list[dict]:
+    """The records of dataset ``name`` that training and evaluation use: the validated records of
+    ``DatasetCatalog.get(name)`` minus the images ``check_datasets`` found unreadable (``bad_images`` in
+    the metadata: file name -> reason). Both the loaders and the evaluator's ground truth read this."""
+    meta = MetadataCatalog.get(name)
+    records = meta.__dict__.pop("checked_records", None)  # left by check_datasets: the json is read once
+    records = DatasetCatalog.get(name) if records is None else records
+    bad = meta.get("bad_images") or {}
+    return [r for r in records if r["file_name"] not in bad] if bad else records
 
 
 def ensure_category_metadata(name: str) -> Metadata:

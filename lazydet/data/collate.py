@@ -18,6 +18,7 @@ class DetectionCollator:
         self.fixed_size = tuple(fixed_size) if fixed_size is not None else None
 
     def padded_size(self, sizes) -> tuple[int, int]:
+        """(Hp, Wp) the batch is padded to, from the (h, w) of its images."""
         hp = max(s[0] for s in sizes)
         wp = max(s[1] for s in sizes)
         if self.fixed_size is not None:
@@ -31,14 +32,23 @@ class DetectionCollator:
         return hp, wp
 
     def __call__(self, samples: list[dict]) -> dict:
+        """``samples``: mapper outputs (``image`` uint8 [3, h, w], ``target``), or ``{"skipped": info}`` for an
+        image the test loader could not read. Returns ``images`` uint8 [B, 3, Hp, Wp], ``pixel_mask`` bool
+        [B, Hp, Wp] (True on real pixels), ``targets`` (B dicts) and, only when some were unreadable,
+        ``skipped`` (their infos); B may be 0 when every image of the batch was unreadable."""
         if not samples:
             raise ValueError("cannot collate an empty batch")
+        skipped = [s["skipped"] for s in samples if "skipped" in s]
+        samples = [s for s in samples if "skipped" not in s]
         sizes = [s["image"].shape[-2:] for s in samples]
-        hp, wp = self.padded_size(sizes)
+        hp, wp = self.padded_size(sizes) if samples else (0, 0)
         images = torch.zeros((len(samples), 3, hp, wp), dtype=torch.uint8)
         mask = torch.zeros((len(samples), hp, wp), dtype=torch.bool)
         for i, s in enumerate(samples):
             h, w = s["image"].shape[-2:]
             images[i, :, :h, :w] = s["image"]
             mask[i, :h, :w] = True
-        return {"images": images, "pixel_mask": mask, "targets": [s["target"] for s in samples]}
+        batch = {"images": images, "pixel_mask": mask, "targets": [s["target"] for s in samples]}
+        if skipped:
+            batch["skipped"] = skipped
+        return batch

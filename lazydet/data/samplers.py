@@ -1,26 +1,13 @@
-"""Index samplers that know about distributed ranks (torch.distributed, when initialised)."""
+"""Index samplers that know about distributed ranks (``lazydet.utils.comm``; one process when not initialised)."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.utils.data
 
-
-def rank_and_world_size() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shared_random_seed() -> int:
-    """A random seed, identical on every rank (rank 0's, broadcast)."""
-    seed = [int(torch.randint(2**31, (1,)).item())]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.broadcast_object_list(seed, src=0)
-    return seed[0]
+from lazydet.utils import comm
 
 
 class TrainingSampler(torch.utils.data.Sampler):
@@ -31,11 +18,10 @@ class TrainingSampler(torch.utils.data.Sampler):
                  rank: int | None = None, world_size: int | None = None):
         if size <= 0:
             raise ValueError(f"TrainingSampler needs a non-empty dataset, got size={size}")
-        r, w = rank_and_world_size()
         self.size, self.shuffle = size, shuffle
-        self.rank = r if rank is None else rank
-        self.world_size = w if world_size is None else world_size
-        self.seed = shared_random_seed() if seed is None else int(seed)
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        self.seed = comm.shared_random_seed() if seed is None else int(seed)
 
     def _infinite_indices(self):
         g = torch.Generator().manual_seed(self.seed)
@@ -63,9 +49,8 @@ class InferenceSampler(torch.utils.data.Sampler):
     """Contiguous shard per rank; the shards partition ``range(size)``: each index exactly once."""
 
     def __init__(self, size: int, rank: int | None = None, world_size: int | None = None):
-        r, w = rank_and_world_size()
-        rank = r if rank is None else rank
-        world_size = w if world_size is None else world_size
+        rank = comm.get_rank() if rank is None else rank
+        world_size = comm.get_world_size() if world_size is None else world_size
         per, extra = divmod(size, world_size)
         begin = rank * per + min(rank, extra)
         self.indices = range(begin, begin + per + (1 if rank < extra else 0))

@@ -14,6 +14,8 @@ import torch.utils.data
 
 
 class SerializedList(torch.utils.data.Dataset):
+    """Read-only list of picklable ``items``: ``len``, ``[i]`` (a fresh unpickled copy of item i)."""
+
     def __init__(self, items):
         blobs = [np.frombuffer(pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8) for x in items]
         self._offsets = np.cumsum([len(b) for b in blobs], dtype=np.int64)
@@ -32,4 +34,5 @@ class SerializedList(torch.utils.data.Dataset):
 
     @property
     def nbytes(self) -> int:
+        """Bytes held (buffer + offsets)."""
         return self._buffer.nbytes + self._offsets.nbytes

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .catalog import DatasetCatalog, MetadataCatalog
+from .coco import load_coco_json
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ DEFAULT_CLASSES = ("circle", "square", "triangle", "cross")
 
 
 def datasets_root() -> str:
+    """Where built-in datasets live and synthetic ones are generated: ``$LAZYDET_DATASETS``, else ``./datasets``."""
     return os.environ.get("LAZYDET_DATASETS", "./datasets")
 
 
@@ -136,6 +138,7 @@ def generate_synthetic_shapes(out_dir: str, num_images: int, image_size: int, se
 
 
 def synthetic_shapes_dir(root: str | None = None, **params) -> str:
+    """``<root>/synthetic_shapes/<hash>``: the folder of the dataset generated with ``params``."""
     key = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True, default=list)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return os.path.join(root or datasets_root(), "synthetic_shapes", digest)
@@ -175,8 +178,6 @@ def register_synthetic_shapes(name: str, num_images: int = 1500, image_size: int
     ``min_scale``/``max_scale``: object circumdiameter as a fraction of ``image_size``;
     ``min_visible``: fraction of an object's pixels that later objects may not cover.
     """
-    from .coco import load_coco_json
-
     bad = [c for c in classes if c not in SHAPES]
     if bad:
         raise ValueError(f"register_synthetic_shapes({name!r}): unknown shape(s) {bad}; choose from {SHAPES}")

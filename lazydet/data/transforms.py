@@ -31,6 +31,7 @@ class RandomSizeCrop(v2.Transform):
         return int(torch.randint(lo, hi + 1, (1,)).item())
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw the window (top, left, height, width) once per call, shared by the image and its boxes."""
         height, width = query_size(flat_inputs)
         h, w = self._draw(height), self._draw(width)
         top = int(torch.randint(0, height - h + 1, (1,)).item())
@@ -38,6 +39,7 @@ class RandomSizeCrop(v2.Transform):
         return dict(top=top, left=left, height=h, width=w)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Crop one input (image, boxes, mask) to the drawn window."""
         return self._call_kernel(F.crop, inpt, **params)
 
 
@@ -89,8 +91,3 @@ def resize_flip_augmentation(min_sizes: Sequence[int], max_size: int | None = No
     steps.append(v2.RandomShortestSize(min_size=list(min_sizes), max_size=max_size))
     return v2.Compose(steps)
 
-
-# Earlier names, kept for recipes written against them (not re-exported from lazydet.data, where a
-# ``test_*`` name would be collected by pytest).
-test_augmentation = detr_test_augmentation
-lsj_test_augmentation = lsj_test_resize

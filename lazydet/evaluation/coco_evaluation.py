@@ -14,14 +14,17 @@ import logging
 import os
 
 import numpy as np
-import torch.distributed as dist
 from tabulate import tabulate
 
 from lazydet.data.catalog import DataError, MetadataCatalog, ensure_category_metadata
+from lazydet.utils import comm
+
+from .ground_truth import coco_ground_truth, evaluation_records
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+SKIPPED_KEY = "bbox/skipped_images"  # images not scored because they could not be read
 
 
 def _load_gt(gt_json):
@@ -72,47 +75,48 @@ def evaluate_coco_detections(gt_json, detections: list[dict], category_names: di
     return results
 
 
-def _gather_to_main(items: list) -> list | None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, items)
-        return list(itertools.chain(*gathered)) if dist.get_rank() == 0 else None
-    return items
-
-
 def format_results_table(results: dict) -> str:
-    summary = [[k.split("/", 1)[1], f"{results[k]:.3f}"] for k in results if not k.startswith("bbox/AP-")]
+    """The results of ``COCOEvaluator.evaluate`` as text: one row of summary APs, then per-category AP three
+    pairs per row (as detectron2 prints), then how many images were not scored, when any."""
+    skipped = results.get(SKIPPED_KEY)
+    summary = [[k.split("/", 1)[1], f"{results[k]:.3f}"] for k in results
+               if not k.startswith("bbox/AP-") and k != SKIPPED_KEY]
     per_cat = [(k[len("bbox/AP-"):], results[k]) for k in results if k.startswith("bbox/AP-")]
     cols = 3  # (category, AP) pairs per row, as detectron2 prints
     rows = [list(itertools.chain(*[(n, f"{v:.3f}") for n, v in per_cat[i:i + cols]])) for i in
             range(0, len(per_cat), cols)]
-    return (tabulate([[v for _, v in summary]], headers=[n for n, _ in summary], tablefmt="pipe") + "\n\n"
-            + tabulate(rows, headers=["category", "AP"] * cols, tablefmt="pipe"))
+    table = (tabulate([[v for _, v in summary]], headers=[n for n, _ in summary], tablefmt="pipe") + "\n\n"
+             + tabulate(rows, headers=["category", "AP"] * cols, tablefmt="pipe"))
+    if skipped:
+        table += f"\n\n{int(skipped)} image(s) could not be read and are not scored (named in the warnings above)"
+    return table
 
 
 class COCOEvaluator:
     """Collects model outputs over a dataset and reports COCO box AP.
 
     ``process(batch, outputs)`` takes the loader's batch and the model's eval outputs (per image
-    ``boxes`` xyxy in original-image pixels, ``scores``, contiguous ``labels``).
+    ``boxes`` float [K, 4] xyxy in original-image pixels, ``scores`` [K], contiguous ``labels`` [K]); images
+    the loader could not read arrive in ``batch["skipped"]`` and are counted. The ground truth is built from
+    the dataset's validated records (``lazydet.evaluation.ground_truth``), the same the loader reads.
     """
 
     def __init__(self, dataset_name: str, output_dir: str | None = None, max_dets_per_image: int = 100):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.max_dets_per_image = max_dets_per_image
-        meta = MetadataCatalog.get(dataset_name)
-        if meta.get("json_file") is None:
-            raise DataError(f"dataset {dataset_name!r} has no json_file in its metadata: COCOEvaluator needs one")
-        ensure_category_metadata(dataset_name)  # also generates synthetic data on first use
-        self._json_file = meta.json_file
-        self._to_dataset_id = meta.thing_contiguous_id_to_dataset_id
+        # also generates synthetic data on first use
+        self._to_dataset_id = ensure_category_metadata(dataset_name).thing_contiguous_id_to_dataset_id
         self._predictions: list[dict] = []
+        self._skipped: list[dict] = []
 
     def reset(self) -> None:
-        self._predictions = []
+        """Forget what ``process`` collected (called by ``inference_on_dataset`` before each evaluation)."""
+        self._predictions, self._skipped = [], []
 
     def process(self, batch: dict, outputs: list[dict]) -> None:
+        """Keep the ``max_dets_per_image`` best-scoring detections of each image as COCO-format dicts."""
+        self._skipped.extend(batch.get("skipped", []))
         for target, out in zip(batch["targets"], outputs):
             scores = out["scores"].detach().float().cpu()
             order = scores.argsort(descending=True)[: self.max_dets_per_image]
@@ -128,16 +132,28 @@ class COCOEvaluator:
                                           "bbox": [round(v, 3) for v in box], "score": round(score, 5)})
 
     def evaluate(self) -> dict:
-        predictions = _gather_to_main(self._predictions)
-        if predictions is None:
+        """Gather every rank's detections (collective) and score them: ``{"bbox/AP": ..., ...}`` on the main
+        process (plus ``bbox/skipped_images`` when images could not be read), ``{}`` on the others."""
+        gathered = comm.gather((self._predictions, self._skipped))
+        if not comm.is_main_process():
             return {}
+        predictions = list(itertools.chain(*(p for p, _ in gathered)))
+        skipped = list(itertools.chain(*(s for _, s in gathered)))
         if self.output_dir:
             os.makedirs(self.output_dir, exist_ok=True)
             path = os.path.join(self.output_dir, "coco_instances_results.json")
             with open(path, "w") as f:
                 json.dump(predictions, f)
             logger.info(f"wrote {len(predictions)} detections to {path}")
-        results = evaluate_coco_detections(self._json_file, predictions)
-        logger.info(f"COCO box AP on {self.dataset_name} ({len(predictions)} detections):\n"
+        skipped_ids = {s["image_id"] for s in skipped}
+        for s in skipped:
+            logger.warning(f"evaluation of {self.dataset_name!r}: image {s['file_name']} (id {s['image_id']}) "
+                           f"not scored: {s['reason']}")
+        records = [r for r in evaluation_records(self.dataset_name) if r["image_id"] not in skipped_ids]
+        results = evaluate_coco_detections(coco_ground_truth(records, self.dataset_name), predictions)
+        num_skipped = len(skipped_ids) + len(MetadataCatalog.get(self.dataset_name).get("bad_images") or {})
+        if num_skipped:
+            results[SKIPPED_KEY] = float(num_skipped)
+        logger.info(f"COCO box AP on {self.dataset_name} ({len(records)} images, {len(predictions)} detections):\n"
                     + format_results_table(results))
         return results

@@ -7,23 +7,9 @@ import time
 
 import torch
 
+from lazydet.utils import to_device
+
 logger = logging.getLogger(__name__)
-
-
-def _to_device(obj, device):
-    try:
-        from lazydet.utils import to_device
-    except ImportError:  # engine utilities not present: move tensors ourselves
-        to_device = None
-    if to_device is not None:
-        return to_device(obj, device)
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
 
 
 def _model_device(model) -> torch.device:
@@ -35,6 +21,7 @@ def inference_on_dataset(model, data_loader, evaluator, log_period_s: float = 10
     """Evaluate ``model`` on every batch of ``data_loader`` (collective: every rank calls it).
 
     The model runs in eval mode under ``torch.no_grad`` and gets its previous mode back afterwards.
+    Returns the evaluator's results (``{}`` on ranks other than the main one).
     """
     device = _model_device(model)
     total = len(data_loader)
@@ -46,8 +33,9 @@ def inference_on_dataset(model, data_loader, evaluator, log_period_s: float = 10
     try:
         with torch.no_grad():
             for i, batch in enumerate(data_loader):
-                batch = _to_device(batch, device)
-                outputs = model(batch)
+                batch = to_device(batch, device)
+                # a batch whose images were all unreadable still reaches the evaluator, which counts them
+                outputs = model(batch) if batch["targets"] else []
                 evaluator.process(batch, outputs)
                 num_images += len(batch["targets"])
                 now = time.perf_counter()

@@ -109,21 +109,24 @@ def test_exif_record_size_mismatch_rejected(tmp_path):
         DetrDatasetMapper(is_train=False)(recs[0])
 
 
-def test_undecodable_image_skipped_in_training_and_rejected_in_test(tmp_path, caplog):
+def test_undecodable_image_replaced_in_training_and_listed_as_skipped_in_test(tmp_path, caplog):
     js, root = write_coco(tmp_path, [_img(1), _img(2, fn="broken.png")],
                          [_ann(1, 1, 3, [1, 1, 5, 5]), _ann(2, 2, 3, [1, 1, 5, 5])])
     save_image(root, "1.png", 40, 60)
     (tmp_path / "images" / "broken.png").write_bytes(b"not an image at all")
     recs = load_coco_json(js, root)
     mapper = DetrDatasetMapper(is_train=True)
-    ds = MapDataset(recs, mapper, skip_bad=True)
+    ds = MapDataset(recs, mapper, replace_bad=True)
     with caplog.at_level(logging.WARNING, logger="lazydet.data.build"):
         for _ in range(3):
             assert ds[1]["target"]["image_id"] == 1
     assert len(caplog.records) == 1 and "broken.png" in caplog.text  # counted, warned once
-    loader = build_detection_test_loader(recs, DetrDatasetMapper(is_train=False), num_workers=0)
-    with pytest.raises(DataError, match="cannot decode image .*broken.png"):
-        list(loader)
+    loader = build_detection_test_loader(recs, DetrDatasetMapper(is_train=False), batch_size=2, num_workers=0)
+    (batch,) = list(loader)
+    assert [t["image_id"] for t in batch["targets"]] == [1] and batch["images"].shape[0] == 1
+    (skipped,) = batch["skipped"]
+    assert skipped["image_id"] == 2 and skipped["file_name"].endswith("broken.png")
+    assert "cannot decode image" in skipped["reason"]
 
 
 def test_register_and_unknown_name(tmp_path):
@@ -136,8 +139,38 @@ def test_register_and_unknown_name(tmp_path):
 
 
 def test_coco_mini_loads_clean(coco_mini):
+    """The in-repo real-COCO fixture: every record and box survives validation, crowd flags and areas kept."""
+    import json
+
     recs = DatasetCatalog.get("coco_mini_val")
-    assert len(recs) == 158
-    assert sum(int(r["iscrowd"].sum()) for r in recs) == 16
+    raw = json.load(open(f"{coco_mini}/annotations/instances_val2017.json"))
+    assert len(recs) == len(raw["images"]) == 16
+    assert sum(len(r["labels"]) for r in recs) == len(raw["annotations"])
+    assert sum(int(r["iscrowd"].sum()) for r in recs) == sum(a["iscrowd"] for a in raw["annotations"]) == 3
+    by_id = {a["id"]: a for a in raw["annotations"]}
+    for r in recs:
+        for ann_id, box, area in zip(r["annotation_ids"], r["boxes"], r["areas"]):
+            x, y, w, h = by_id[int(ann_id)]["bbox"]
+            np.testing.assert_allclose(box, [x, y, x + w, y + h], rtol=1e-6)
+            assert area == pytest.approx(by_id[int(ann_id)]["area"], rel=1e-6)
     assert MetadataCatalog.get("coco_mini_val").load_report == {}
     assert len(MetadataCatalog.get("coco_mini_val").thing_classes) == 80
+
+
+def test_16_bit_png_scaled_by_the_dtype_range_like_its_8_bit_copy(tmp_path):
+    """A dark 16-bit image (max 20000 of 65535) must stay dark: v -> round(v * 255 / 65535), as the 8-bit copy."""
+    values = np.linspace(0, 20000, 40 * 60).reshape(40, 60).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    Image.fromarray(np.round(values / 257.0).astype(np.uint8)).save(tmp_path / "eight.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # really stored as 16 bits
+    deep, eight = read_image(str(tmp_path / "deep.png")), read_image(str(tmp_path / "eight.png"))
+    assert (deep.int() - eight.int()).abs().max() <= 1
+    assert deep.max().item() == 78  # 20000 / 257, not stretched to 255
+
+
+def test_register_coco_layout_by_path(coco_mini):
+    from lazydet.data import register_coco_layout
+
+    assert register_coco_layout("t_layout", coco_mini) == ["t_layout_train", "t_layout_val"]
+    assert [len(DatasetCatalog.get(n)) for n in ("t_layout_train", "t_layout_val")] == [6, 16]
+    assert MetadataCatalog.get("t_layout_val").image_root == f"{coco_mini}/val2017"

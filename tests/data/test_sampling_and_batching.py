@@ -80,9 +80,9 @@ def test_train_loader_batches_follow_contract(shapes, num_workers, grouping):
 
 
 def test_total_batch_size_must_divide(shapes, monkeypatch):
-    import lazydet.data.build as build
+    from lazydet.utils import comm
 
-    monkeypatch.setattr(build, "rank_and_world_size", lambda: (0, 2))
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
     with pytest.raises(ValueError, match="total_batch_size=3 must be a positive multiple of the number of processes"):
         build_detection_train_loader(get_detection_dataset_dicts(shapes), DetrDatasetMapper(), total_batch_size=3,
                                      num_workers=0, seed=0)

@@ -7,22 +7,20 @@ import os
 import numpy as np
 import pytest
 import torch
-from torchvision.ops import box_convert
 
 from lazydet.data import (DetrDatasetMapper, MetadataCatalog, build_detection_test_loader, detr_test_augmentation,
                           get_detection_dataset_dicts)
 from lazydet.data.builtin import coco_mini_root
 from lazydet.evaluation import COCOEvaluator, evaluate_coco_detections, inference_on_dataset
+from tests.data.data_test_utils import GroundTruthModel
 
 KEYS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
 @pytest.fixture(scope="module")
 def gt_json():
-    root = coco_mini_root()
-    if root is None:
-        pytest.skip("coco_mini not found (set LAZYDET_COCO_MINI)")
-    return os.path.join(root, "annotations", "instances_val2017.json")
+    """The val json of the in-repo real-COCO fixture (tests/fixtures/coco_mini)."""
+    return os.path.join(coco_mini_root(), "annotations", "instances_val2017.json")
 
 
 def _pycocotools(gt_json, dets):
@@ -86,30 +84,13 @@ def test_equals_pycocotools(gt_json, kind):
         assert 5 < ours["bbox/AP"] < 95
 
 
-class _GroundTruthModel(torch.nn.Module):
-    """Returns the batch's own target boxes, mapped back to original pixels like a real model must."""
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, batch):
-        assert not self.training and not torch.is_grad_enabled()
-        outs = []
-        for t in batch["targets"]:
-            oh, ow = t["orig_size"].tolist()
-            boxes = box_convert(t["boxes"], "cxcywh", "xyxy") * torch.tensor([ow, oh, ow, oh])
-            outs.append({"boxes": boxes, "scores": torch.ones(len(boxes)), "labels": t["labels"]})
-        return outs
-
-
 def test_ground_truth_through_the_whole_path_gives_ap_100(gt_json, tmp_path):
     """dataset -> test mapper (resize) -> collate -> boxes scaled back to original pixels -> evaluator."""
     records = get_detection_dataset_dicts("coco_mini_val", filter_empty=False)
     loader = build_detection_test_loader(records, DetrDatasetMapper(detr_test_augmentation(800, 1333), is_train=False),
                                          batch_size=4, num_workers=0)
     evaluator = COCOEvaluator("coco_mini_val", output_dir=str(tmp_path))
-    model = _GroundTruthModel().train()
+    model = GroundTruthModel().train()
     results = inference_on_dataset(model, loader, evaluator)
     assert model.training  # mode restored
     for k in KEYS:
@@ -132,3 +113,15 @@ def test_empty_predictions_score_zero(gt_json):
     ev = COCOEvaluator("coco_mini_val")
     ev.reset()
     assert ev.evaluate()["bbox/AP"] == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ground_truth_from_records_scores_like_the_official_json(gt_json, seed):
+    """On a clean dataset the records' ground truth (float32 boxes, json areas, renumbered ids) changes nothing."""
+    from lazydet.evaluation.ground_truth import coco_ground_truth, evaluation_records
+
+    dets = _random_detections(gt_json, seed)
+    ours = evaluate_coco_detections(coco_ground_truth(evaluation_records("coco_mini_val"), "coco_mini_val"), dets)
+    ref = _pycocotools(gt_json, dets)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], abs=1e-4, nan_ok=True), k

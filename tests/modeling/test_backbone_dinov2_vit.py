@@ -171,3 +171,64 @@ def test_offline_pretrained_error_says_which_file_to_put_where(tmp_path):
     assert expected_file in msg, out.stdout + out.stderr
     assert "huggingface.co/timm/vit_base_patch14_dinov2.lvd142m" in msg
     assert "model.backbone.net.checkpoint_path=" in msg
+
+
+def _unreachable_hub(monkeypatch, tmp_path):
+    """No network (every TCP connect fails), empty torch and HF caches, and a spy on timm's hub download."""
+    import huggingface_hub.constants
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub_calls = []
+    create = timm.create_model
+
+    def spy(name, pretrained=False, **kwargs):
+        if pretrained and "pretrained_cfg_overlay" not in kwargs:
+            hub_calls.append(name)  # a download attempt: what waited ~50 s offline
+        return create(name, pretrained=pretrained, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", spy)
+    return hub_calls
+
+
+def test_unreachable_hub_fails_at_once_with_the_weights_message(tmp_path, monkeypatch):
+    hub_calls = _unreachable_hub(monkeypatch, tmp_path)
+    with pytest.raises(MissingWeightsError, match=r"no connection within 3 s.*\. On a machine with internet download "
+                                                  r"https://huggingface\.co/timm/vit_small_patch14_dinov2"):
+        DINOv2ViT(NAMES[0], pretrained=True, **TINY)
+    assert hub_calls == []  # timm never asked the hub (and never retried it)
+
+
+def test_unreachable_hub_loads_an_earlier_download_from_the_hub_cache(tmp_path, monkeypatch):
+    hub_calls = _unreachable_hub(monkeypatch, tmp_path)
+    from safetensors.torch import save_file
+
+    src = _tiny()
+    snapshot = tmp_path / "hf" / f"models--timm--{NAMES[0]}" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hf" / f"models--timm--{NAMES[0]}" / "refs").mkdir()
+    (tmp_path / "hf" / f"models--timm--{NAMES[0]}" / "refs" / "main").write_text("abc123")
+    save_file({k: v.contiguous() for k, v in src.vit.state_dict().items()}, str(snapshot / "model.safetensors"))
+    torch.manual_seed(321)
+    loaded = DINOv2ViT(NAMES[0], pretrained=True, **TINY)
+    torch.testing.assert_close(loaded.vit.pos_embed, src.vit.pos_embed)
+    assert hub_calls == []
+
+
+def test_hf_hub_offline_means_unreachable_without_a_connection_attempt(monkeypatch):
+    import socket
+
+    from lazydet.modeling.backbone.dinov2_vit import hub_reachable
+
+    def fail(*args, **kwargs):
+        raise AssertionError("HF_HUB_OFFLINE=1 must not try the network")
+
+    monkeypatch.setattr(socket, "create_connection", fail)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_reachable() is False

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import urllib.parse
 from typing import Optional
 
 import timm
@@ -65,8 +67,42 @@ def _missing_weights_message(model_name: str, cause: BaseException) -> str:
     )
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # offline, timm's own download retries the hub for about 50 s before failing
+
+
+def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face hub can be asked for weights: False when ``HF_HUB_OFFLINE`` is set or when no
+    TCP connection to the hub (``$HF_ENDPOINT``, or the ``$HTTPS_PROXY`` in between) opens within ``timeout_s``."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("HF_ENDPOINT")
+           or "https://huggingface.co")
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _hub_cache_file(model_name: str) -> Optional[str]:
+    """The weights of `model_name` in the local Hugging Face cache (an earlier download), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    repo = cfg.hf_hub_id if cfg is not None and cfg.hf_hub_id else f"timm/{model_name}"
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, filename)
+        if isinstance(path, str) and os.path.isfile(path):
+            return path
+    return None
+
+
 def create_timm_vit(model_name: str, pretrained: bool, checkpoint_path: Optional[str], **kwargs) -> nn.Module:
-    """Build the timm ViT; weights from `checkpoint_path`, then the default local file, then the hub."""
+    """Build the timm ViT; weights from `checkpoint_path`, then the default local file, then the hub (its local
+    cache when the hub is not reachable). Raises `MissingWeightsError` (one actionable line) within seconds
+    when no weights can be had, e.g. offline without a cached copy."""
     kwargs = dict(num_classes=0, global_pool="", dynamic_img_size=True, **kwargs)
     if checkpoint_path and not pretrained:
         logger.info("checkpoint_path given: loading it although pretrained=False")
@@ -78,6 +114,13 @@ def create_timm_vit(model_name: str, pretrained: bool, checkpoint_path: Optional
         logger.info("Loading %s weights from %s", model_name, local)
         # timm's filter converts original DINOv2 keys and resamples the position embedding.
         return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=local), **kwargs)
+    if not hub_reachable():  # decide in seconds, instead of waiting on timm's retries
+        cached = _hub_cache_file(model_name)
+        if cached is None:
+            raise MissingWeightsError(_missing_weights_message(model_name, ConnectionError(
+                f"no connection within {HUB_PROBE_TIMEOUT_S:g} s, or HF_HUB_OFFLINE is set, and no cached copy")))
+        logger.info("Hub not reachable: loading %s weights from the hub cache %s", model_name, cached)
+        return timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=cached), **kwargs)
     try:
         return timm.create_model(model_name, pretrained=True, **kwargs)
     except (OSError, RuntimeError, ValueError) as e:  # network, offline mode, missing cache entry
