@@ -138,6 +138,21 @@ def test_recomputing_backward_matches_plain_autograd():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
+def test_no_grad_and_tracing_take_the_plain_ops_with_the_same_result():
+    """Without a backward (no_grad, or a jit trace such as fvcore's FLOP count, which cannot record the
+    autograd Function) the core runs the plain grid_sample ops: same values, and the trace holds grid_sample."""
+    shapes = [(6, 7), (3, 4)]
+    value, locations, weights = (t.detach() for t in random_inputs(shapes))
+    expected = direct_attention(value, shapes, locations, weights)
+    with torch.no_grad():
+        torch.testing.assert_close(multi_scale_deformable_attention(value, shapes, locations, weights).double(),
+                                   expected, atol=1e-5, rtol=1e-5)
+    traced = torch.jit.trace(lambda v, l, w: multi_scale_deformable_attention(v, shapes, l, w),
+                             (value, locations, weights), check_trace=False)
+    assert "aten::grid_sampler" in str(traced.graph)
+    torch.testing.assert_close(traced(value, locations, weights).double(), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_recomputing_backward_gradcheck_float64():
     shapes = [(3, 4), (2, 1)]
     inputs = random_inputs(shapes, batch=1, nq=2, heads=2, dim=2, points=2, dtype=torch.float64)

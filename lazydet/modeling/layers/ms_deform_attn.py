@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .ms_deform_attn_pytorch import GridSampleDeformableAttention, SpatialShapes
+from .ms_deform_attn_pytorch import GridSampleDeformableAttention, SpatialShapes, grid_sample_attention
 from .ms_deform_attn_triton import TritonDeformableAttention, triton_unavailable_reason
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,11 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: Spatia
         impl: "pytorch", "triton" or "auto" (see `resolve_impl`).
     Returns: [B, Nq, M * D] in value's dtype. Locations outside the map read zeros.
     """
-    core = {"pytorch": GridSampleDeformableAttention, "triton": TritonDeformableAttention}
-    function = core[resolve_impl(impl, value.device)]
+    core = resolve_impl(impl, value.device)
+    if core == "pytorch" and (torch.jit.is_tracing() or not torch.is_grad_enabled()):
+        # no backward to save memory for: the plain ops, which tracers (fvcore's FLOP count) can also record
+        return grid_sample_attention(value, spatial_shapes, sampling_locations, attention_weights)
+    function = {"pytorch": GridSampleDeformableAttention, "triton": TritonDeformableAttention}[core]
     return function.apply(value, tuple(map(tuple, spatial_shapes)), sampling_locations, attention_weights)
 
 
