@@ -14,13 +14,15 @@ from lazydet.modeling.layers import PositionEmbeddingSine
 
 
 class StandInBackbone(nn.Module):
-    """4 levels (strides 8..64) with the backbone contract; features are zero on padding."""
-    out_channels, num_levels, strides = 24, 4, [8, 16, 32, 64]
+    """`num_levels` levels (strides 8, 16, 32, ...) of `channels` channels with the backbone contract; features
+    are zero on padding."""
 
-    def __init__(self):
+    def __init__(self, channels: int = 24, num_levels: int = 4):
         super().__init__()
-        self.stem = nn.Conv2d(3, self.out_channels, 8, 8)
-        self.downs = nn.ModuleList(nn.Conv2d(self.out_channels, self.out_channels, 3, 2, 1) for _ in range(3))
+        self.out_channels, self.num_levels = channels, num_levels
+        self.strides = [8 * 2 ** level for level in range(num_levels)]
+        self.stem = nn.Conv2d(3, channels, 8, 8)
+        self.downs = nn.ModuleList(nn.Conv2d(channels, channels, 3, 2, 1) for _ in range(num_levels - 1))
 
     def forward(self, images, mask):
         features, masks = [], []

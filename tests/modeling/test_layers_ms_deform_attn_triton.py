@@ -11,12 +11,12 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lazydet.modeling.dino import DINO, DINOCriterion, DINOTransformer, DINOTransformerDecoder, DINOTransformerEncoder
 from lazydet.modeling.dino import HungarianMatcher
 from lazydet.modeling.layers import MultiScaleDeformableAttention, multi_scale_deformable_attention
+from test_dino_model import StandInBackbone
 
 triton = pytest.importorskip("triton")
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -102,31 +102,13 @@ def test_kernel_gradcheck_float64(interpreter):
         lambda v, l, w: multi_scale_deformable_attention(v, shapes, l, w, impl="triton"), inputs, fast_mode=True)
 
 
-class TwoLevelBackbone(nn.Module):
-    """Strides 8 and 16, 8 channels; features are zero on padding (the backbone contract)."""
-    out_channels, num_levels = 8, 2
-
-    def __init__(self):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(3, 8, 8, 8), nn.Conv2d(8, 8, 3, 2, 1)])
-
-    def forward(self, images, mask):
-        features, masks, x = [], [], images
-        for conv in self.convs:
-            x = conv(x).relu()
-            m = F.interpolate(mask[:, None].float(), size=x.shape[-2:], mode="nearest")[:, 0].bool()
-            x = x * m[:, None]
-            features.append(x)
-            masks.append(m)
-        return features, masks
-
-
 def tiny_dino_losses_and_grads(impl):
     """One training forward + backward of a 1+1-layer, 2-head, 1-point DINO on two padded images."""
     torch.manual_seed(0)
     encoder = DINOTransformerEncoder(16, 2, 32, 0.0, 1, 2, 1, impl=impl)
     decoder = DINOTransformerDecoder(16, 2, 32, 0.0, 1, 2, 1, impl=impl)
-    model = DINO(TwoLevelBackbone(), DINOTransformer(encoder, decoder, 2), DINOCriterion(3, HungarianMatcher()),
+    model = DINO(StandInBackbone(channels=8, num_levels=2), DINOTransformer(encoder, decoder, 2),
+                 DINOCriterion(3, HungarianMatcher()),
                  embed_dim=16, num_classes=3, num_queries=8, dn_number=2)
     for m in model.modules():  # spread the sampling points and weights away from their init
         if isinstance(m, MultiScaleDeformableAttention):
