@@ -16,9 +16,8 @@ import time
 
 import torch
 
+from lazydet.analysis.kernel_bench import forward_backward, make_inputs, sampler
 from lazydet.analysis.timing import PRECISIONS, synchronize
-from lazydet.modeling.layers import multi_scale_deformable_attention
-from lazydet.modeling.layers.ms_deform_attn_pytorch import grid_sample_attention
 
 
 def parse_args(argv=None):
@@ -36,42 +35,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_inputs(args, device, dtype):
-    """Random value [B, Nv, M, D], locations [B, Nq, M, L, P, 2] (some outside), softmax-ed weights."""
-    shapes = [tuple(int(s) for s in level.split("x")) for level in args.levels.split(",")]
-    num_value = sum(h * w for h, w in shapes)
-    nq = args.queries or num_value
-    value = torch.randn(args.batch, num_value, args.heads, args.head_dim, device=device, dtype=dtype)
-    locations = torch.rand(args.batch, nq, args.heads, len(shapes), args.points, 2, device=device) * 1.2 - 0.1
-    weights = torch.rand(args.batch, nq, args.heads, len(shapes) * args.points, device=device).softmax(-1)
-    weights = weights.view(args.batch, nq, args.heads, len(shapes), args.points)
-    return shapes, [t.to(dtype).requires_grad_() for t in (value, locations, weights)]
-
-
-def step(core, shapes, inputs):
-    """One forward + backward of `core`."""
-    if core == "autograd":
-        out = grid_sample_attention(inputs[0], shapes, *inputs[1:])
-    else:
-        out = multi_scale_deformable_attention(inputs[0], shapes, *inputs[1:], impl=core)
-    out.backward(torch.ones_like(out))
-
-
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
-    shapes, inputs = make_inputs(args, device, PRECISIONS[args.dtype] or torch.float32)
+    dtype = PRECISIONS[args.dtype] or torch.float32
+    shapes = [tuple(int(s) for s in level.split("x")) for level in args.levels.split(",")]
+    queries = args.queries or sum(h * w for h, w in shapes)
+    inputs = make_inputs(args.batch, shapes, queries, args.heads, args.points, args.head_dim, device)
     seconds = {core: [] for core in args.cores}
     for i in range(args.repeats + 1):  # the first round warms up
         for core in args.cores:
             synchronize(device)
             t0 = time.perf_counter()
-            step(core, shapes, inputs)
+            forward_backward(sampler(core), shapes, inputs, dtype)
             synchronize(device)
             if i:
                 seconds[core].append(time.perf_counter() - t0)
     first = statistics.median(seconds[args.cores[0]])
-    print(f"levels {shapes}, queries {inputs[1].shape[1]}, batch {args.batch}, {args.heads} heads x "
+    print(f"levels {shapes}, queries {queries}, batch {args.batch}, {args.heads} heads x "
           f"{args.head_dim}, {args.points} points, {args.dtype}, {device}, {torch.get_num_threads()} threads")
     print("| core | fwd+bwd s (median) | min | max | vs first |\n| --- | --- | --- | --- | --- |")
     for core, s in seconds.items():
