@@ -2,7 +2,6 @@
 import functools
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
 _LOCAL_RANK = 0
