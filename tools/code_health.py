@@ -25,7 +25,7 @@ import argparse
 import ast
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -36,7 +36,6 @@ class Module:
     path: str
     is_package: bool
     tree: ast.Module
-    imports: set[str] = field(default_factory=set)  # dotted names of the modules its module level runs
 
 
 def load_package(package_dir: str) -> dict[str, Module]:
