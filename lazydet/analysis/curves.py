@@ -113,7 +113,6 @@ MODELS: Dict[str, CurveModel] = {
 class Fit:
     model: CurveModel
     params: np.ndarray
-    covariance: Optional[np.ndarray]
     rmse: float  # on the points it was fitted to
 
     def __call__(self, x):
@@ -121,12 +120,6 @@ class Fit:
 
     def param_dict(self) -> Dict[str, float]:
         return {k: float(v) for k, v in zip(self.model.param_names, self.params)}
-
-    def param_stderr(self) -> Dict[str, float]:
-        if self.covariance is None:
-            return {k: float("nan") for k in self.model.param_names}
-        diag = np.sqrt(np.clip(np.diag(self.covariance), 0, None))
-        return {k: float(v) for k, v in zip(self.model.param_names, diag)}
 
 
 def fit_model(model: CurveModel, x, y, y_max: Optional[float] = None, p0=None) -> Fit:
@@ -141,11 +134,10 @@ def fit_model(model: CurveModel, x, y, y_max: Optional[float] = None, p0=None) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OptimizeWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        params, cov = curve_fit(model.fn, x, y, p0=start, bounds=(lower, upper), maxfev=20000)
+        params, _ = curve_fit(model.fn, x, y, p0=start, bounds=(lower, upper), maxfev=20000)
     pred = model.fn(x, *params)
     rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
-    cov = None if cov is None or not np.all(np.isfinite(cov)) else cov
-    return Fit(model, params, cov, rmse)
+    return Fit(model, params, rmse)
 
 
 @dataclass

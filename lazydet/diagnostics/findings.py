@@ -241,9 +241,6 @@ class DoctorReport:
         except TypeError:
             self.storage.put_scalar(f"doctor/{finding.name}", float(self.counts[finding.name]))
 
-    def has(self, name: str) -> bool:
-        return name in self.findings
-
     def problems(self, min_severity: str = "warning") -> list[Finding]:
         rank = SEVERITIES.index(min_severity)
         return [f for f in self.findings.values() if SEVERITIES.index(f.severity) <= rank]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import difflib
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 DEFAULTS = dict(
     enabled=True,
     report_file="doctor_report.md",
@@ -64,12 +66,8 @@ def default_settings() -> dict:
 def _to_plain(cfg):
     if cfg is None:
         return {}
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 
 

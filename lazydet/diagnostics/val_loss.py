@@ -1,7 +1,9 @@
-"""Validation loss: the training losses on a fixed set of validation batches, without the denoising terms.
+"""Validation loss: the training losses on a fixed set of validation batches, without the training-only terms.
 
-Denoising (`*_dn`) terms only exist in training, so they are left out on both sides: the hook logs
-`val/total_loss` (and `val/<term>`) beside `train/total_loss_nodn`, which are directly comparable.
+Some terms exist only in training (DINO's denoising `*_dn` terms score noised copies of the ground truth); the
+model says which through `model.is_training_only_loss(name)` (a model without that method has none). They are
+left out on both sides: the hook logs `val/total_loss` (and `val/<term>`) beside `train/total_loss_nodn`, which
+are directly comparable.
 """
 from __future__ import annotations
 
@@ -12,8 +14,14 @@ import torch
 from lazydet.engine import HookBase
 
 
-def without_dn(loss_dict: dict) -> dict:
-    return {k: v for k, v in loss_dict.items() if "_dn" not in k}
+def comparable_losses(model, loss_dict: dict) -> dict:
+    """`loss_dict` ({name: scalar}) without the terms `model.is_training_only_loss(name)` marks; all of them
+    when the model (or the module a DDP wrapper holds) has no such method."""
+    model = getattr(model, "module", model)
+    is_training_only = getattr(model, "is_training_only_loss", None)
+    if is_training_only is None:
+        return dict(loss_dict)
+    return {k: v for k, v in loss_dict.items() if not is_training_only(k)}
 
 
 class ValLossHook(HookBase):
@@ -34,7 +42,8 @@ class ValLossHook(HookBase):
 
     @torch.no_grad()
     def compute(self, model) -> dict:
-        """Mean of each non-dn loss term over the validation batches (the model stays in train mode)."""
+        """{term: mean over the validation batches} of `model`'s comparable loss terms, computed in train mode
+        under no_grad; the random streams and `model.training` are as they were afterwards."""
         from lazydet.utils import to_device
         device = next(model.parameters()).device
         sums: dict[str, float] = {}
@@ -44,12 +53,13 @@ class ValLossHook(HookBase):
             was_training = model.training
             model.train()
             for batch in batches:
-                for k, v in without_dn(model(to_device(batch, device))).items():
+                for k, v in comparable_losses(model, model(to_device(batch, device))).items():
                     sums[k] = sums.get(k, 0.0) + float(v)
             model.train(was_training)
         return {k: v / max(len(batches), 1) for k, v in sums.items()}
 
     def after_step(self):
+        """Every `period` iterations: logs `val/total_loss`, `val/<term>` and `train/total_loss_nodn`."""
         t = self.trainer
         if not self.period or (t.iter + 1) % self.period != 0:
             return
@@ -58,6 +68,6 @@ class ValLossHook(HookBase):
         storage.put_scalar("val/total_loss", sum(losses.values()), smoothing_hint=False)
         for k, v in losses.items():
             storage.put_scalar(f"val/{k}", v, smoothing_hint=False)
-        train = without_dn(getattr(t, "last_loss_dict", None) or {})
+        train = comparable_losses(t.model, getattr(t, "last_loss_dict", None) or {})
         if train:
             storage.put_scalar("train/total_loss_nodn", sum(float(v) for v in train.values()), smoothing_hint=False)

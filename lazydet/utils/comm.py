@@ -2,7 +2,6 @@
 import functools
 
 import numpy as np
-import torch
 import torch.distributed as dist
 
 _LOCAL_RANK = 0
@@ -85,20 +84,7 @@ def shared_random_seed() -> int:
     return broadcast_object(int(np.random.randint(2**31)))
 
 
-def reduce_dict(values: dict, average: bool = True) -> dict:
-    """All-reduce a dict of scalar tensors (same keys on every rank); mean by default."""
-    if get_world_size() == 1 or not values:
-        return values
-    names = sorted(values)
-    stacked = torch.stack([values[k].detach().float() for k in names])
-    dist.all_reduce(stacked)
-    if average:
-        stacked /= get_world_size()
-    return dict(zip(names, stacked))
-
-
 __all__ = [
     "set_local_rank", "is_dist", "get_world_size", "get_rank", "get_local_rank", "get_local_size",
     "is_main_process", "synchronize", "all_gather", "gather", "broadcast_object", "shared_random_seed",
-    "reduce_dict"
 ]

@@ -159,7 +159,6 @@ class DINOv2ViT(nn.Module):
         self.patch_size = int(self.vit.patch_embed.patch_size[0])
         self.embed_dim = int(self.vit.embed_dim)
         self.num_blocks = len(self.vit.blocks)
-        self.stride = self.patch_size
         if grad_checkpointing:
             self.vit.set_grad_checkpointing(True)
         if not 0 <= freeze_blocks <= self.num_blocks:

@@ -8,6 +8,7 @@ Every term is summed over the set and divided by the number of ground-truth boxe
 averaged across ranks (times the number of denoising groups for ``_dn``). Losses run in fp32 with
 autocast disabled.
 """
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,6 +24,8 @@ from .heads import Predictions
 DEFAULT_WEIGHTS = {"loss_class": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
 
 Match = Tuple[torch.Tensor, torch.Tensor]
+
+_DENOISING_TERM = re.compile(r"_dn(_\d+)?$")  # the suffixes denoising_losses() gives
 
 
 @dataclass
@@ -106,6 +109,13 @@ class DINOCriterion(nn.Module):
         """``{name: loss}`` -> ``{name + suffix: loss * weight}`` (the suffixed weight if given, else the base)."""
         return {name + suffix: value * self.weight_dict.get(name + suffix, self.weight_dict[name])
                 for name, value in losses.items()}
+
+    @staticmethod
+    def is_training_only_loss(name: str) -> bool:
+        """True for the denoising terms (``loss_class_dn``, ``loss_bbox_dn_3``, ...): their queries are noised
+        copies of the ground truth, built only in training, so a loss measured on validation batches (or any
+        loss to compare with it) leaves them out."""
+        return _DENOISING_TERM.search(name) is not None
 
     def forward(self, outputs: DINOOutputs, targets: List[dict]) -> Dict[str, torch.Tensor]:
         """Losses of the last layer (no suffix), earlier layers (``_0``...), the encoder proposals (``_enc``)

@@ -94,6 +94,11 @@ class DINO(nn.Module):
         images = (images.float() - self.pixel_mean) / self.pixel_std
         return images.masked_fill(~pixel_mask[:, None], 0.0)
 
+    def is_training_only_loss(self, name: str) -> bool:
+        """Whether the loss term ``name`` of ``forward`` (training) exists only in training (the denoising
+        terms, see ``DINOCriterion.is_training_only_loss``); ``diagnostics.val_loss`` asks it."""
+        return self.criterion.is_training_only_loss(name)
+
     def forward(self, batch: dict):
         """See the class docstring: losses (training) or detections (eval)."""
         images, pixel_mask = batch["images"], batch["pixel_mask"]
