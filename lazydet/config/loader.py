@@ -143,7 +143,7 @@ def _entered(path: Path):
 def _cycle_message(cycle: list[Path]) -> str:
     """'circular import between recipe files in <folder>: a.py -> b.py -> a.py (b.py:3 imports a.py)'."""
     folder = Path(os.path.commonpath([str(f.parent) for f in cycle]))
-    names = [str(f.relative_to(folder)) if f.is_relative_to(folder) else str(f) for f in cycle]
+    names = [str(f.relative_to(folder)) for f in cycle]
     return (f"circular import between recipe files in {folder}: {' -> '.join(names)} ({names[-2]}:"
             f"{_line_executing(cycle[-2])} imports {names[-1]}); move what both need into a third file")
 
