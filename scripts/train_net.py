@@ -18,6 +18,7 @@ from lazydet.data import DataError, check_datasets
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
 from lazydet.engine.launch import LaunchError
+from lazydet.engine.train_config import validate_train_config
 from lazydet.utils import comm
 from lazydet.utils.device import resolve_device
 
@@ -73,6 +74,7 @@ def _load_ema_weights(ema, path):
 
 def main(args):
     cfg = load_config(args)
+    validate_train_config(cfg)  # bad train.* values: one line, before anything is checked, built or written
     check_datasets(cfg)  # every dataset exists and its images are readable, before anything is built or written
     default_setup(cfg, args)
     if args.eval_only:
@@ -85,7 +87,7 @@ def main(args):
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     try:
-        load_config(args)  # fail fast, before spawning processes, with the config's one-line error
+        validate_train_config(load_config(args))  # fail fast, before spawning processes, with the config's one-line error
     except ConfigError as e:
         sys.exit(f"error: {e}")
     try:

@@ -8,9 +8,12 @@ imported never changes what another recipe sees.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
+import os
 import re
 import sys
+import threading
 import traceback
 import types
 from pathlib import Path
@@ -25,6 +28,7 @@ RECIPE_MODULE_PREFIX = "lazydet_recipe"  # __name__ of executed recipes; never i
 PY_SUFFIXES = (".py",)
 YAML_SUFFIXES = (".yaml", ".yml")
 _builtin_import = builtins.__import__
+_executing = threading.local()  # .files: the recipe files being executed in this thread, outermost first
 
 
 def load_config_file(path: str | Path) -> DictConfig:
@@ -117,6 +121,42 @@ def _exec_recipe(path: Path) -> dict[str, Any]:
     except SyntaxError as e:
         text = f": {e.text.strip()}" if e.text and e.text.strip() else ""
         raise _located(f"{path}:{e.lineno}: syntax error in recipe: {e.msg}{text}") from e
+    with _entered(path):
+        return _exec_code(path, code)
+
+
+@contextlib.contextmanager
+def _entered(path: Path):
+    """While `path` executes it is on this thread's stack of executing recipes; finding it there already means
+    a circular import (a.py imports b.py which imports a.py, which would recurse until RecursionError)."""
+    files = _executing.__dict__.setdefault("files", [])
+    real = [os.path.realpath(f) for f in files]
+    if os.path.realpath(path) in real:
+        raise _located(_cycle_message(files[real.index(os.path.realpath(path)):] + [path]))
+    files.append(path)
+    try:
+        yield
+    finally:
+        files.pop()
+
+
+def _cycle_message(cycle: list[Path]) -> str:
+    """'circular import between recipe files in <folder>: a.py -> b.py -> a.py (b.py:3 imports a.py)'."""
+    folder = Path(os.path.commonpath([str(f.parent) for f in cycle]))
+    names = [str(f.relative_to(folder)) for f in cycle]
+    return (f"circular import between recipe files in {folder}: {' -> '.join(names)} ({names[-2]}:"
+            f"{_line_executing(cycle[-2])} imports {names[-1]}); move what both need into a third file")
+
+
+def _line_executing(path: Path) -> int | str:
+    """The line of `path` that is executing now (the innermost frame of that file), or '?'."""
+    frame = sys._getframe()
+    while frame is not None and frame.f_code.co_filename != str(path):
+        frame = frame.f_back
+    return frame.f_lineno if frame is not None else "?"
+
+
+def _exec_code(path: Path, code: types.CodeType) -> dict[str, Any]:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     namespace: dict[str, Any] = {
         "__file__": str(path),
