@@ -34,20 +34,6 @@ def _image_ids(batch) -> list:
         return []
 
 
-def schedule_warmup(cfg) -> int:
-    """Warm-up iterations of the recipe's lr schedule (`lr_multiplier.warmup_iters`, or `warmup_length` as a
-    fraction of `train.max_iter`); 0 when unknown."""
-    try:
-        lm = cfg.lr_multiplier
-        if "warmup_iters" in lm:
-            return int(lm.warmup_iters)
-        if "warmup_length" in lm:
-            return int(float(lm.warmup_length) * int(cfg.train.max_iter))
-    except (AttributeError, KeyError, TypeError, ValueError):
-        pass
-    return 0
-
-
 def storage_series(storage, name: str) -> list[tuple[int, float]]:
     """`storage.history(name)` as (iteration, value) pairs; empty when the metric was never put."""
     try:
@@ -57,10 +43,15 @@ def storage_series(storage, name: str) -> list[tuple[int, float]]:
 
 
 class DoctorHook(HookBase):
-    """The training doctor. `settings` is `train.doctor` (partial is fine; see settings.DEFAULTS)."""
+    """The training doctor. `settings` is `train.doctor` (partial is fine; see settings.DEFAULTS);
+    `lr_warmup_iters` is the lr schedule's warm-up (`LRMultiplier.warmup_iters`): the slope and update-ratio
+    checks wait for the longer of it and `settings["warmup_iters"]`."""
 
-    def __init__(self, settings=None, num_classes: int | None = None, cfg=None):
+    def __init__(self, settings=None, num_classes: int | None = None, cfg=None, lr_warmup_iters: int = 0):
         self.s = merge_settings(settings)
+        if lr_warmup_iters > self.s["warmup_iters"]:
+            logger.info(f"[doctor] warmup_iters raised to the lr schedule's {lr_warmup_iters}")
+            self.s["warmup_iters"] = int(lr_warmup_iters)
         self.num_classes = num_classes
         self.cfg = cfg
         self.report = DoctorReport(log_every_s=self.s["log_every_s"])
@@ -83,11 +74,6 @@ class DoctorHook(HookBase):
         model = _unwrap(t.model)
         if self.num_classes is None:
             self.num_classes = getattr(model, "num_classes", None)
-        cfg = self.cfg if self.cfg is not None else getattr(t, "cfg", None)
-        warmup = schedule_warmup(cfg) if cfg is not None else 0
-        if warmup > self.s["warmup_iters"]:  # slope and ratio checks wait for the lr schedule's warm-up
-            logger.info(f"[doctor] warmup_iters raised to the lr schedule's {warmup}")
-            self.s["warmup_iters"] = warmup
         p = self.s["params"]
         self._grad_presence = GradPresence(model, ignore=p["ignore"])
         self._fingerprint = ParamFingerprint(model, t.optimizer)

@@ -3,27 +3,19 @@ import logging
 import math
 import os
 import re
-import resource
 import sys
 import time
 
 import torch
 
 from ..utils import comm
+from ..utils.device import peak_memory_mib
 from ..utils.env import preserve_rng_state
 from ..utils.logger import warn_once
 from ..utils.writers import stdout_is_tty
 from .trainer import HookBase
 
 logger = logging.getLogger("lazydet")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max_memory_allocated; CPU: the process's peak resident set size."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
 
 
 class IterationTimer(HookBase):
@@ -50,7 +42,7 @@ class IterationTimer(HookBase):
         remaining = self.trainer.max_iter - self.trainer.iter - 1
         storage.put_scalar("eta_seconds", storage.history("time").median(self.window) * remaining,
                            smoothing_hint=False)
-        storage.put_scalar("max_mem_mb", peak_memory_mb(self.trainer.device), smoothing_hint=False)
+        storage.put_scalar("max_mem_mb", peak_memory_mib(self.trainer.device), smoothing_hint=False)
 
     def after_train(self):
         if self._train_start is None:

@@ -172,13 +172,8 @@ def requeue_slurm_job() -> bool:
     return True
 
 
-def build_preemption_hooks(cfg, args=None) -> list:
-    """The hooks the engine's build_hooks adds (configs/common/train.py: `train.preemption`).
-    `enabled=False` turns them off; `requeue` True/False/None (None: requeue when in a SLURM job)."""
-    settings = {}
-    train = getattr(cfg, "train", None) if cfg is not None else None
-    if train is not None and "preemption" in train:
-        settings = dict(train.preemption)
-    if not settings.get("enabled", True):
-        return []
-    return [PreemptionHook(requeue=settings.get("requeue"))]
+def build_preemption_hooks(cfg) -> list:
+    """The hooks scripts/train_net.py registers for `train.preemption` (configs/common/train.py):
+    none when `enabled=False`; `requeue` True/False/None (None: requeue when in a SLURM job)."""
+    settings = cfg.train.preemption
+    return [PreemptionHook(requeue=settings.requeue)] if settings.enabled else []

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lazydet.config import LazyConfig
-from lazydet.engine import HookBase, StopTraining, build_trainer, default_setup
+from lazydet.engine import HookBase, StopTraining, default_setup
+from scripts.train_net import build_trainer
 from tests.engine.conftest import REPO_ROOT
 
 RECIPE = os.path.join(REPO_ROOT, "tests", "engine", "toy_recipe.py")
@@ -109,7 +110,7 @@ def _train(cfg, resume=False, extra_hooks=()):
     args = _Args()
     args.resume = resume
     default_setup(cfg, args)
-    trainer = build_trainer(cfg, args)
+    trainer = build_trainer(args, cfg)
     trainer.register_hooks(list(extra_hooks))
     trainer.train()
     return trainer
@@ -176,7 +177,7 @@ def test_num_classes_mismatch_is_one_line(tmp_path):
     from omegaconf import OmegaConf
 
     from lazydet.data import DataError
-    from lazydet.engine.defaults import check_num_classes
+    from lazydet.engine.build import check_num_classes
     from tests.engine.toy import ToyRegressor
 
     cfg = OmegaConf.create({"dataloader": {"train": {"dataset": {"names": "coco_mini_train"}}}})
@@ -196,7 +197,7 @@ def test_ema_starts_from_loaded_init_weights(tmp_path):
     cfg = _load_cfg(str(tmp_path / "out"), "train.ema.enabled=True", f"train.init_checkpoint={tmp_path / 'init.pth'}")
     args = _Args()
     default_setup(cfg, args)
-    trainer = build_trainer(cfg, args)
+    trainer = build_trainer(args, cfg)
     assert trainer.checkpointer.last_load_report.coverage == 1.0
     for a, b in zip(init.parameters(), trainer.ema.module.parameters()):
         assert torch.equal(a, b)
