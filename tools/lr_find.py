@@ -18,6 +18,7 @@ from lazydet.diagnostics import probes
 
 
 def main(argv=None) -> int:
+    """Run the range test on the recipe's parts, plot it and print the suggestions; exit status 1 without one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="recipe (.py) or saved config.yaml")

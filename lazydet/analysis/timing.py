@@ -18,7 +18,7 @@ import itertools
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -29,6 +29,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class TimeStats:
+    """Seconds per iteration over the timed steps: median, min, max, and how many steps."""
     median: float
     min: float
     max: float
@@ -36,11 +37,13 @@ class TimeStats:
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> "TimeStats":
+        """The stats of a list of per-step seconds."""
         return cls(statistics.median(seconds), min(seconds), max(seconds), len(seconds))
 
 
 @dataclass
 class MemoryStats:
+    """Peak memory of one measurement (CUDA allocated/reserved, or the CPU process's peak RSS), in MiB."""
     device: str
     allocated_mib: Optional[float] = None  # CUDA max_memory_allocated
     reserved_mib: Optional[float] = None  # CUDA max_memory_reserved
@@ -48,9 +51,11 @@ class MemoryStats:
 
     @property
     def main_mib(self) -> float:
+        """The figure tables show: CUDA allocated, else peak RSS."""
         return self.allocated_mib if self.allocated_mib is not None else self.peak_rss_mib
 
     def describe(self) -> str:
+        """A short human-readable form for tables and logs."""
         if self.allocated_mib is not None:
             return f"{self.allocated_mib:.0f} MiB alloc / {self.reserved_mib:.0f} MiB reserved"
         return f"{self.peak_rss_mib:.0f} MiB peak RSS"
@@ -80,6 +85,7 @@ def memory_stats(device: torch.device) -> MemoryStats:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work on `device` (no-op elsewhere), so clock readings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -224,10 +230,7 @@ def time_inference(parts, iters: int = 5, warmup: int = 1, image_size: Optional[
 
 
 def count_parameters(model: torch.nn.Module) -> dict:
+    """{"total": all parameters, "trainable": those with requires_grad} of `model`."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

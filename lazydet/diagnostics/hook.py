@@ -69,6 +69,7 @@ class DoctorHook(HookBase):
 
     # ----------------------------------------------------------------- lifecycle
     def before_train(self):
+        """Start-up checks: optimizer coverage, unexpected frozen modules, input recorder, the preflight."""
         t = self.trainer
         self.report.storage = getattr(t, "storage", None)
         model = _unwrap(t.model)
@@ -89,6 +90,8 @@ class DoctorHook(HookBase):
             run_preflight(t, self.s["preflight"], self.report, self.cfg)
 
     def after_backward(self):
+        """Record losses and gradient norm; stop before the optimizer step on a non-finite loss/gradient;
+        start an update-ratio probe when due."""
         t = self.trainer
         it = t.iter
         model = _unwrap(t.model)
@@ -113,6 +116,8 @@ class DoctorHook(HookBase):
             self._probing = True
 
     def after_step(self):
+        """Finish probes and the first-iterations checks (data sample, gradient presence, parameter change),
+        and run the series checks every `check_period` iterations."""
         t = self.trainer
         it = t.iter
         model = _unwrap(t.model)
@@ -135,6 +140,7 @@ class DoctorHook(HookBase):
             self.run_series_checks(it)
 
     def after_train(self):
+        """Record a crash or stop reason, finish the data sample, and write doctor_report.md (main process)."""
         t = self.trainer
         crash = sys.exc_info()[1]  # set when the trainer's `finally` runs us while an error propagates
         if crash is not None and not isinstance(crash, StopTraining):
@@ -157,6 +163,7 @@ class DoctorHook(HookBase):
 
     # ----------------------------------------------------------------- checks
     def run_series_checks(self, it):
+        """The checks on the loss / gradient-norm / metric series so far (divergence, no learning, ...)."""
         storage = getattr(self.trainer, "storage", None)
         for finding in L.run_series_checks(self.loss_series, self.grad_series,
                                            storage_series(storage, self.s["eval"]["metric"]),

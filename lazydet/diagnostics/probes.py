@@ -167,6 +167,8 @@ def suggest_lr(lrs, losses, explode: float = 1.5) -> dict:
 
 
 def save_plot(path: str, xs, ys, *, title: str, xlabel: str, ylabel: str, logx: bool = False, marks=None) -> str:
+    """Write a line plot of `ys` over `xs` to `path` (PNG; folders created), with dashed vertical
+    lines at `marks` ({label: x}, None entries skipped); returns `path`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

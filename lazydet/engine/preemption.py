@@ -67,6 +67,7 @@ class PreemptionHook(HookBase):
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def uninstall(self) -> None:
+        """Put back the signal handlers that were installed before this hook's."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
@@ -79,9 +80,11 @@ class PreemptionHook(HookBase):
 
     # -- hook ----------------------------------------------------------------------------------
     def before_train(self) -> None:
+        """Install the signal handlers (main thread only)."""
         self.install()
 
     def after_step(self) -> None:
+        """When any rank got a signal: save a checkpoint (collective) and stop training with StopTraining."""
         action = _agree_max(self.received)
         if action == NONE:
             return
@@ -97,6 +100,7 @@ class PreemptionHook(HookBase):
         raise StopTraining("preempted")
 
     def after_train(self) -> None:
+        """After a preemption stop, schedule the SLURM requeue for process exit (rank 0); else uninstall."""
         if self.preempted_action == NONE:
             self.uninstall()
             return
@@ -111,9 +115,11 @@ class PreemptionHook(HookBase):
 
     @property
     def requeue_pending(self) -> bool:
+        """Whether a requeue waits for this process to exit."""
         return _requeue_pending
 
     def requeue_now(self) -> bool:
+        """Run the pending requeue at once (tests); False when none was pending."""
         return run_pending_requeue()
 
 
