@@ -47,7 +47,7 @@ def describe_device(config_file, device):
     name = device
     if name is None:
         cfg = LazyConfig.load(config_file)
-        name = cfg.train.get("device", "cuda")
+        name = cfg.train.device
     dev = resolve_device(name)
     if dev.type == "cuda":
         return f"CUDA {torch.cuda.get_device_name(dev)}, torch {torch.__version__}"

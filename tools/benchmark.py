@@ -17,6 +17,7 @@ import torch
 
 
 def parse_args(argv=None):
+    """The benchmark's command line (also used by tools.train_step_memory)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True)
     p.add_argument("--batch-size", type=int, default=None, help="total training batch (default: the recipe's)")
@@ -32,6 +33,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Time training (data excluded and included) and inference of the recipe; print a table and JSON."""
     from lazydet.analysis.timing import (build_parts, count_parameters, load_recipe, memory_stats,
                                          precision_supported, time_inference, time_training)
 

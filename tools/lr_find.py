@@ -18,6 +18,7 @@ from lazydet.diagnostics import probes
 
 
 def main(argv=None) -> int:
+    """Run the range test on the recipe's parts, plot it and print the suggestions; exit status 1 without one."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="recipe (.py) or saved config.yaml")
@@ -33,8 +34,9 @@ def main(argv=None) -> int:
         parser.error(f"need 0 < --start < --end, got {args.start} and {args.end}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    cfg, model, optimizer, device = probes.build_parts(args.config_file, args.opts, args.device)
-    batches = probes.train_batches(cfg, min(args.batches, args.iters), device)
+    parts = probes.build_parts(args.config_file, args.opts, args.device)
+    cfg, model, optimizer = parts.cfg, parts.model, parts.optimizer
+    batches = probes.train_batches(parts, min(args.batches, args.iters))
     lrs, losses = probes.lr_range_test(model, optimizer, batches, args.start, args.end, args.iters,
                                        probes.clip_norm(cfg))
     sug = probes.suggest_lr(lrs, losses)

@@ -17,6 +17,7 @@ from lazydet.diagnostics import probes
 
 
 def main(argv=None) -> int:
+    """Train the recipe's parts on one batch; exit status 0 when the loss falls enough and the AP rises."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="recipe (.py) or saved config.yaml")
@@ -29,8 +30,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    cfg, model, optimizer, device = probes.build_parts(args.config_file, args.opts, args.device)
-    batch = probes.train_batches(cfg, 1, device)[0]
+    parts = probes.build_parts(args.config_file, args.opts, args.device)
+    cfg, model, optimizer = parts.cfg, parts.model, parts.optimizer
+    batch = probes.train_batches(parts, 1)[0]
     ap_before = probes.batch_ap(model, batch).get("bbox/AP", 0.0)
     losses = probes.overfit_batch(model, optimizer, batch, args.iters, probes.clip_norm(cfg))
     ap_after = probes.batch_ap(model, batch).get("bbox/AP", 0.0)

@@ -16,6 +16,7 @@ from tools.benchmark import parse_args
 
 
 def main(argv=None):
+    """Time training steps of the recipe and print s/iter and peak memory as one JSON line."""
     from lazydet.analysis.timing import build_parts, load_recipe, memory_stats, time_training
 
     args = parse_args(argv)

@@ -78,7 +78,7 @@ def run_cell_here(cell: Cell) -> CellResult:
         cfg = load_recipe(cell.config_file, cell_overrides(cell), cell.batch_size, cell.device)
         from lazydet.utils import resolve_device
 
-        skip = precision_supported(cell.precision, resolve_device(cfg.train.get("device", "cuda")))
+        skip = precision_supported(cell.precision, resolve_device(cfg.train.device))
         if skip:
             res.status, res.reason = "skipped", skip
             return res

@@ -66,7 +66,7 @@ def fp16_scaler(rows: PartRows, config_file: str, device: str, batch_size: int, 
         if skip:
             rows.note(f"skipped: {skip}")
             return
-    batches = iter(parts.loader)
+    batches = iter(parts.data_loader)
     cached = [to_device(next(batches), parts.device) for _ in range(2)]
     clip = cfg.train.clip_grad
     trainer = Trainer(parts.model, itertools.cycle(cached), parts.optimizer, max_iter=steps, device=parts.device,
@@ -84,7 +84,7 @@ def detections_on_random_images(parts, num_images: int):
     gt = {"images": [], "annotations": [], "categories": [{"id": c + 1, "name": str(c)} for c in
                                                            range(parts.cfg.model.num_classes)]}
     dets = []
-    for batch in parts.loader:
+    for batch in parts.data_loader:
         batch = to_device(batch, parts.device)
         for target, out in zip(batch["targets"], model(batch)):
             h, w = (int(v) for v in target["orig_size"])

@@ -1,6 +1,7 @@
 """Time real training iterations of a recipe: the shared core of tools.benchmark and tools.ablate_precision.
 
-The recipe's model, optimizer and train loader are instantiated as the engine does, and iterations run
+The recipe's model, optimizer and train loader come from the engine's `build_training_parts` (what
+train_net trains), and iterations run
 through the engine's own `Trainer.run_step` (forward, loss, backward, fp16 GradScaler, clipping, optimizer
 step); a hook reads the clock around each step, synchronising CUDA first. Two modes:
 
@@ -14,11 +15,10 @@ Memory: CUDA peak allocated / reserved since the model was built; on CPU the pea
 from __future__ import annotations
 
 import itertools
-import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -29,6 +29,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class TimeStats:
+    """Seconds per iteration over the timed steps: median, min, max, and how many steps."""
     median: float
     min: float
     max: float
@@ -36,11 +37,13 @@ class TimeStats:
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> "TimeStats":
+        """The stats of a list of per-step seconds."""
         return cls(statistics.median(seconds), min(seconds), max(seconds), len(seconds))
 
 
 @dataclass
 class MemoryStats:
+    """Peak memory of one measurement (CUDA allocated/reserved, or the CPU process's peak RSS), in MiB."""
     device: str
     allocated_mib: Optional[float] = None  # CUDA max_memory_allocated
     reserved_mib: Optional[float] = None  # CUDA max_memory_reserved
@@ -48,9 +51,11 @@ class MemoryStats:
 
     @property
     def main_mib(self) -> float:
+        """The figure tables show: CUDA allocated, else peak RSS."""
         return self.allocated_mib if self.allocated_mib is not None else self.peak_rss_mib
 
     def describe(self) -> str:
+        """A short human-readable form for tables and logs."""
         if self.allocated_mib is not None:
             return f"{self.allocated_mib:.0f} MiB alloc / {self.reserved_mib:.0f} MiB reserved"
         return f"{self.peak_rss_mib:.0f} MiB peak RSS"
@@ -70,20 +75,17 @@ def precision_supported(precision: str, device: torch.device) -> Optional[str]:
     return None
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
-
-
 def memory_stats(device: torch.device) -> MemoryStats:
+    """Peak memory so far: CUDA allocated (`peak_memory_mib`) and reserved, or the CPU process's peak RSS."""
+    from lazydet.utils.device import peak_memory_mib
+
     if device.type == "cuda":
-        return MemoryStats("cuda", torch.cuda.max_memory_allocated(device) / 2**20,
-                           torch.cuda.max_memory_reserved(device) / 2**20)
-    return MemoryStats(device.type, peak_rss_mib=peak_rss_mib())
+        return MemoryStats("cuda", peak_memory_mib(device), torch.cuda.max_memory_reserved(device) / 2**20)
+    return MemoryStats(device.type, peak_rss_mib=peak_memory_mib(device))
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work on `device` (no-op elsewhere), so clock readings cover it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -115,15 +117,6 @@ class _Resized:
             yield resize_batch(batch, self.size) if self.size else batch
 
 
-@dataclass
-class Parts:
-    cfg: object
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loader: object
-    device: torch.device
-
-
 def load_recipe(config_file: str, overrides: Sequence[str] = (), batch_size: Optional[int] = None,
                 device: Optional[str] = None):
     """Load a recipe and apply the tools' knobs as ordinary overrides (so bad keys fail the usual way)."""
@@ -139,31 +132,30 @@ def load_recipe(config_file: str, overrides: Sequence[str] = (), batch_size: Opt
     return cfg
 
 
-def build_parts(cfg) -> Parts:
-    """Instantiate model, optimizer and train loader the way the engine's build_trainer does."""
-    from lazydet.config import instantiate
-    from lazydet.utils import resolve_device
+def build_parts(cfg):
+    """The engine's `build_training_parts(cfg)` (model, optimizer, train loader, schedule as training builds
+    them), seeded with `train.seed` (0 when it is -1) and with the CUDA peak-memory counters reset first, so
+    `memory_stats` measures from the model's construction on."""
+    from lazydet.engine import build_training_parts, training_device
+    from lazydet.utils.env import seed_all_rng
 
-    device = resolve_device(cfg.train.get("device", "cuda") if "train" in cfg else "cpu")
+    device = training_device(cfg.train)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    torch.manual_seed(int(cfg.train.get("seed", 0) or 0) if "train" in cfg else 0)
-    model = instantiate(cfg.model).to(device)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    loader = instantiate(cfg.dataloader.train)
-    return Parts(cfg, model, optimizer, loader, device)
+    seed_all_rng(max(int(cfg.train.seed), 0))
+    return build_training_parts(cfg, device)
 
 
-def _trainer(parts: Parts, loader, precision: str, max_iter: int):
+def _trainer(parts, loader, precision: str, max_iter: int):
+    """A Trainer over `parts` at `precision`, with the recipe's gradient clipping, and no hooks."""
     from lazydet.engine import Trainer
 
-    train = parts.cfg.get("train", {})
-    clip = train.get("clip_grad", {}) if train else {}
-    max_norm = clip.get("params", {}).get("max_norm") if clip and clip.get("enabled", False) else None
+    clip = parts.cfg.train.clip_grad
     dtype = PRECISIONS[precision]
     return Trainer(parts.model, loader, parts.optimizer, max_iter=max_iter, cfg=None, device=parts.device,
-                   amp_enabled=dtype is not None, amp_dtype=dtype or "bf16", clip_grad_max_norm=max_norm)
+                   amp_enabled=dtype is not None, amp_dtype=dtype or "bf16",
+                   clip_grad_max_norm=clip.params.max_norm if clip.enabled else None,
+                   clip_grad_norm_type=clip.params.norm_type)
 
 
 def _step_timer(device: torch.device, skip: int, out: List[float]):
@@ -184,7 +176,7 @@ def _step_timer(device: torch.device, skip: int, out: List[float]):
     return StepTimer()
 
 
-def time_training(parts: Parts, precision: str = "fp32", iters: int = 10, warmup: int = 3,
+def time_training(parts, precision: str = "fp32", iters: int = 10, warmup: int = 3,
                   include_data: bool = False, image_size: Optional[int] = None, num_cached_batches: int = 2,
                   progress: bool = False) -> TimeStats:
     """Seconds per training iteration over `iters` steps after `warmup` steps."""
@@ -192,7 +184,7 @@ def time_training(parts: Parts, precision: str = "fp32", iters: int = 10, warmup
 
     if iters < 1 or warmup < 0:
         raise ValueError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
-    loader = _Resized(parts.loader, image_size)
+    loader = _Resized(parts.data_loader, image_size)
     if not include_data:
         it = iter(loader)
         cached = [to_device(next(it), parts.device) for _ in range(num_cached_batches)]
@@ -216,12 +208,12 @@ def time_training(parts: Parts, precision: str = "fp32", iters: int = 10, warmup
 
 
 @torch.no_grad()
-def time_inference(parts: Parts, iters: int = 5, warmup: int = 1, image_size: Optional[int] = None,
+def time_inference(parts, iters: int = 5, warmup: int = 1, image_size: Optional[int] = None,
                    precision: str = "fp32") -> float:
     """Images per second of model.eval() forward on a replayed training batch (post-processing included)."""
     from lazydet.utils import to_device
 
-    batch = to_device(next(iter(_Resized(parts.loader, image_size))), parts.device)
+    batch = to_device(next(iter(_Resized(parts.data_loader, image_size))), parts.device)
     dtype = PRECISIONS[precision]
     parts.model.eval()
     seconds = []
@@ -238,10 +230,7 @@ def time_inference(parts: Parts, iters: int = 5, warmup: int = 1, image_size: Op
 
 
 def count_parameters(model: torch.nn.Module) -> dict:
+    """{"total": all parameters, "trainable": those with requires_grad} of `model`."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)

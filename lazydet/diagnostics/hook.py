@@ -34,20 +34,6 @@ def _image_ids(batch) -> list:
         return []
 
 
-def schedule_warmup(cfg) -> int:
-    """Warm-up iterations of the recipe's lr schedule (`lr_multiplier.warmup_iters`, or `warmup_length` as a
-    fraction of `train.max_iter`); 0 when unknown."""
-    try:
-        lm = cfg.lr_multiplier
-        if "warmup_iters" in lm:
-            return int(lm.warmup_iters)
-        if "warmup_length" in lm:
-            return int(float(lm.warmup_length) * int(cfg.train.max_iter))
-    except (AttributeError, KeyError, TypeError, ValueError):
-        pass
-    return 0
-
-
 def storage_series(storage, name: str) -> list[tuple[int, float]]:
     """`storage.history(name)` as (iteration, value) pairs; empty when the metric was never put."""
     try:
@@ -57,10 +43,15 @@ def storage_series(storage, name: str) -> list[tuple[int, float]]:
 
 
 class DoctorHook(HookBase):
-    """The training doctor. `settings` is `train.doctor` (partial is fine; see settings.DEFAULTS)."""
+    """The training doctor. `settings` is `train.doctor` (partial is fine; see settings.DEFAULTS);
+    `lr_warmup_iters` is the lr schedule's warm-up (`LRMultiplier.warmup_iters`): the slope and update-ratio
+    checks wait for the longer of it and `settings["warmup_iters"]`."""
 
-    def __init__(self, settings=None, num_classes: int | None = None, cfg=None):
+    def __init__(self, settings=None, num_classes: int | None = None, cfg=None, lr_warmup_iters: int = 0):
         self.s = merge_settings(settings)
+        if lr_warmup_iters > self.s["warmup_iters"]:
+            logger.info(f"[doctor] warmup_iters raised to the lr schedule's {lr_warmup_iters}")
+            self.s["warmup_iters"] = int(lr_warmup_iters)
         self.num_classes = num_classes
         self.cfg = cfg
         self.report = DoctorReport(log_every_s=self.s["log_every_s"])
@@ -78,16 +69,12 @@ class DoctorHook(HookBase):
 
     # ----------------------------------------------------------------- lifecycle
     def before_train(self):
+        """Start-up checks: optimizer coverage, unexpected frozen modules, input recorder, the preflight."""
         t = self.trainer
         self.report.storage = getattr(t, "storage", None)
         model = _unwrap(t.model)
         if self.num_classes is None:
             self.num_classes = getattr(model, "num_classes", None)
-        cfg = self.cfg if self.cfg is not None else getattr(t, "cfg", None)
-        warmup = schedule_warmup(cfg) if cfg is not None else 0
-        if warmup > self.s["warmup_iters"]:  # slope and ratio checks wait for the lr schedule's warm-up
-            logger.info(f"[doctor] warmup_iters raised to the lr schedule's {warmup}")
-            self.s["warmup_iters"] = warmup
         p = self.s["params"]
         self._grad_presence = GradPresence(model, ignore=p["ignore"])
         self._fingerprint = ParamFingerprint(model, t.optimizer)
@@ -103,6 +90,8 @@ class DoctorHook(HookBase):
             run_preflight(t, self.s["preflight"], self.report, self.cfg)
 
     def after_backward(self):
+        """Record losses and gradient norm; stop before the optimizer step on a non-finite loss/gradient;
+        start an update-ratio probe when due."""
         t = self.trainer
         it = t.iter
         model = _unwrap(t.model)
@@ -127,6 +116,8 @@ class DoctorHook(HookBase):
             self._probing = True
 
     def after_step(self):
+        """Finish probes and the first-iterations checks (data sample, gradient presence, parameter change),
+        and run the series checks every `check_period` iterations."""
         t = self.trainer
         it = t.iter
         model = _unwrap(t.model)
@@ -149,6 +140,7 @@ class DoctorHook(HookBase):
             self.run_series_checks(it)
 
     def after_train(self):
+        """Record a crash or stop reason, finish the data sample, and write doctor_report.md (main process)."""
         t = self.trainer
         crash = sys.exc_info()[1]  # set when the trainer's `finally` runs us while an error propagates
         if crash is not None and not isinstance(crash, StopTraining):
@@ -171,6 +163,7 @@ class DoctorHook(HookBase):
 
     # ----------------------------------------------------------------- checks
     def run_series_checks(self, it):
+        """The checks on the loss / gradient-norm / metric series so far (divergence, no learning, ...)."""
         storage = getattr(self.trainer, "storage", None)
         for finding in L.run_series_checks(self.loss_series, self.grad_series,
                                            storage_series(storage, self.s["eval"]["metric"]),

@@ -8,6 +8,7 @@ import tempfile
 from collections import defaultdict
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from lazydet.utils import comm
@@ -16,18 +17,6 @@ from .checks_params import param_group_index
 from .findings import DoctorReport, Finding
 
 logger = logging.getLogger("lazydet.doctor")
-
-
-def _get(cfg, dotted: str, default=None):
-    node = cfg
-    for key in dotted.split("."):
-        try:
-            node = node[key] if key in node else None
-        except TypeError:
-            node = getattr(node, key, None)
-        if node is None:
-            return default
-    return node
 
 
 def check_batch_and_lr(total_batch: int | None, lr: float | None, ref_batch: int | None, ref_lr: float | None,
@@ -161,11 +150,14 @@ def gt_eval(cfg, num_images: int) -> dict:
 def run_preflight(trainer, settings: dict, report: DoctorReport, cfg=None) -> None:
     """All preflight checks; each adds its table/lines to the report's 'Preflight' section."""
     cfg = cfg if cfg is not None else getattr(trainer, "cfg", None)
+    if cfg is None:
+        cfg = OmegaConf.create()  # no recipe (unit tests): nothing to read from it
     model = getattr(trainer.model, "module", trainer.model)
     lines = []
     loader = getattr(trainer, "data_loader", None)
-    total_batch = getattr(loader, "total_batch_size", None) or _get(cfg, "dataloader.train.total_batch_size")
-    lr = _get(cfg, "optimizer.lr")
+    total_batch = (getattr(loader, "total_batch_size", None)
+                   or OmegaConf.select(cfg, "dataloader.train.total_batch_size"))
+    lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is None and trainer.optimizer is not None:
         lr = max(g.get("initial_lr", g["lr"]) for g in trainer.optimizer.param_groups)
     line, finding = check_batch_and_lr(total_batch, lr, settings["reference_total_batch_size"],
@@ -179,7 +171,7 @@ def run_preflight(trainer, settings: dict, report: DoctorReport, cfg=None) -> No
     lines.append(f"- Pretrained weights: {line}")
     if finding:
         report.add(finding)
-    if settings["gt_eval_images"] and cfg is not None and _get(cfg, "dataloader.evaluator") is not None:
+    if settings["gt_eval_images"] and OmegaConf.select(cfg, "dataloader.evaluator") is not None:
         try:
             # collective (every rank evaluates its shard); the evaluator's result lives on the main process
             res = comm.broadcast_object(gt_eval(cfg, settings["gt_eval_images"]))

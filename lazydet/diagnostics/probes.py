@@ -15,32 +15,27 @@ logger = logging.getLogger("lazydet.doctor")
 
 
 def build_parts(config_file: str, overrides=(), device: str | None = None):
-    """(cfg, model, optimizer, device) from a recipe, as train_net builds them (seeded by train.seed)."""
-    from lazydet.config import LazyConfig, instantiate
-    from lazydet.utils.device import resolve_device
+    """The recipe's `TrainingParts` (model, optimizer, train loader, schedule), built by the engine's
+    `build_training_parts` as train_net builds them, after `overrides` (and `train.device=device` when given),
+    seeded by `train.seed` (0 when it is -1), with the train loader in-process (`num_workers=0`)."""
+    from lazydet.config import LazyConfig
+    from lazydet.engine import build_training_parts
     from lazydet.utils.env import seed_all_rng
 
     cfg = LazyConfig.load(config_file)
-    cfg = LazyConfig.apply_overrides(cfg, list(overrides)) or cfg
-    seed = cfg.train.get("seed", -1) if "train" in cfg else -1
-    seed_all_rng(seed if seed is not None and seed >= 0 else 0)
-    dev = resolve_device(device or (cfg.train.get("device", "cuda") if "train" in cfg else "cuda"), logger)
-    model = instantiate(cfg.model).to(dev)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    return cfg, model, optimizer, dev
+    LazyConfig.apply_overrides(cfg, list(overrides) + ([f"train.device={device}"] if device else []))
+    if "num_workers" in cfg.dataloader.train:
+        cfg.dataloader.train.num_workers = 0
+    seed_all_rng(max(int(cfg.train.seed), 0))
+    return build_training_parts(cfg)
 
 
-def train_batches(cfg, n: int, device) -> list:
-    """The first `n` batches of the recipe's train loader (in-process: num_workers=0), on `device`."""
-    from lazydet.config import instantiate
+def train_batches(parts, n: int) -> list:
+    """The first `n` batches of `parts.data_loader`, on `parts.device`."""
     from lazydet.utils import to_device
 
-    loader_cfg = cfg.dataloader.train
-    if "num_workers" in loader_cfg:
-        loader_cfg.num_workers = 0
-    it = iter(instantiate(loader_cfg))
-    return [to_device(next(it), device) for _ in range(n)]
+    it = iter(parts.data_loader)
+    return [to_device(next(it), parts.device) for _ in range(n)]
 
 
 def _step(model, optimizer, batch, clip: float | None) -> tuple[float, dict]:
@@ -55,10 +50,9 @@ def _step(model, optimizer, batch, clip: float | None) -> tuple[float, dict]:
 
 
 def clip_norm(cfg) -> float | None:
-    try:
-        return float(cfg.train.clip_grad.params.max_norm) if cfg.train.clip_grad.enabled else None
-    except (AttributeError, KeyError):
-        return None
+    """The recipe's gradient-clipping max norm (`train.clip_grad.params.max_norm`), None when clipping is off."""
+    clip = cfg.train.clip_grad
+    return float(clip.params.max_norm) if clip.enabled else None
 
 
 @torch.no_grad()
@@ -173,6 +167,8 @@ def suggest_lr(lrs, losses, explode: float = 1.5) -> dict:
 
 
 def save_plot(path: str, xs, ys, *, title: str, xlabel: str, ylabel: str, logx: bool = False, marks=None) -> str:
+    """Write a line plot of `ys` over `xs` to `path` (PNG; folders created), with dashed vertical
+    lines at `marks` ({label: x}, None entries skipped); returns `path`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

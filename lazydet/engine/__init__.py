@@ -1,6 +1,8 @@
-"""Training engine: Trainer (one iteration), hooks, launch (spawn / torchrun / srun), train_net defaults."""
-from .defaults import (build_hooks, build_trainer, build_writers, create_ddp_model, default_argument_parser,
-                       default_setup, do_test, resolve_lengths)
+"""Training engine: Trainer (one iteration), hooks, launch (spawn / torchrun / srun), the run's start
+(argument parser, setup) and the builders of its parts (`build.py`). scripts/train_net.py wires them."""
+from .build import (RunLengths, TrainingParts, build_model, build_training_parts, build_writers, create_ddp_model,
+                    load_ema_weights, missing_keys_as_errors, resolve_lengths, training_device)
+from .defaults import default_argument_parser, default_setup
 from .ema import ModelEMA
 from .hooks import (BestCheckpointer, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter,
                     ProgressBar)
@@ -8,8 +10,9 @@ from .launch import launch
 from .trainer import HookBase, StopTraining, Trainer
 
 __all__ = [
-    "Trainer", "HookBase", "StopTraining", "launch", "default_argument_parser", "default_setup", "build_trainer",
-    "build_hooks", "build_writers", "create_ddp_model", "do_test", "resolve_lengths", "ModelEMA",
+    "Trainer", "HookBase", "StopTraining", "launch", "default_argument_parser", "default_setup",
+    "build_training_parts", "TrainingParts", "build_model", "training_device", "resolve_lengths", "RunLengths",
+    "create_ddp_model", "build_writers", "load_ema_weights", "missing_keys_as_errors", "ModelEMA",
     "IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "BestCheckpointer", "PeriodicWriter",
     "ProgressBar",
 ]

@@ -3,27 +3,19 @@ import logging
 import math
 import os
 import re
-import resource
 import sys
 import time
 
 import torch
 
 from ..utils import comm
+from ..utils.device import peak_memory_mib
 from ..utils.env import preserve_rng_state
 from ..utils.logger import warn_once
 from ..utils.writers import stdout_is_tty
 from .trainer import HookBase
 
 logger = logging.getLogger("lazydet")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max_memory_allocated; CPU: the process's peak resident set size."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
 
 
 class IterationTimer(HookBase):
@@ -35,14 +27,17 @@ class IterationTimer(HookBase):
         self._train_start = None
 
     def before_train(self):
+        """Start the clock of the whole run (logged by after_train)."""
         self._train_start = time.perf_counter()
 
     def before_step(self):
+        """Start this step's clock (after a CUDA sync, so queued work is not counted here)."""
         if self.trainer.device.type == "cuda":
             torch.cuda.synchronize(self.trainer.device)
         self._step_start = time.perf_counter()
 
     def after_step(self):
+        """Put `time` (the step, CUDA synced), `eta_seconds` (median step time x steps left) and `max_mem_mb`."""
         if self.trainer.device.type == "cuda":
             torch.cuda.synchronize(self.trainer.device)
         storage = self.trainer.storage
@@ -50,9 +45,10 @@ class IterationTimer(HookBase):
         remaining = self.trainer.max_iter - self.trainer.iter - 1
         storage.put_scalar("eta_seconds", storage.history("time").median(self.window) * remaining,
                            smoothing_hint=False)
-        storage.put_scalar("max_mem_mb", peak_memory_mb(self.trainer.device), smoothing_hint=False)
+        storage.put_scalar("max_mem_mb", peak_memory_mib(self.trainer.device), smoothing_hint=False)
 
     def after_train(self):
+        """Log the total training time and the time per iteration."""
         if self._train_start is None:
             return
         total = time.perf_counter() - self._train_start
@@ -72,6 +68,7 @@ class LRScheduler(HookBase):
         return max(range(len(groups)), key=lambda i: sum(p.numel() for p in groups[i]["params"]))
 
     def after_step(self):
+        """Put this step's `lr` (the largest group's), then step the scheduler to the next iteration's lr."""
         lr = self.trainer.optimizer.param_groups[self._logged_group()]["lr"]
         self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self.scheduler.step()
@@ -87,6 +84,8 @@ class PeriodicCheckpointer(HookBase):
         self.max_to_keep = max_to_keep
 
     def after_step(self):
+        """Save `model_final.pth` after the last iteration and `model_<iter>.pth` every `period` iterations
+        (collective), then delete the oldest periodic ones beyond `max_to_keep`."""
         it = self.trainer.iter
         if it + 1 >= self.trainer.max_iter:
             self.checkpointer.save("model_final", iteration=it)
@@ -133,11 +132,13 @@ class EvalHook(HookBase):
         comm.synchronize()
 
     def after_step(self):
+        """Evaluate every `eval_period` iterations (not at the last one: after_train does)."""
         nxt = self.trainer.iter + 1
         if self.period > 0 and nxt % self.period == 0 and nxt < self.trainer.max_iter:
             self._do_eval()
 
     def after_train(self):
+        """Evaluate after the last iteration (not when a hook stopped training early)."""
         if self.trainer.stop_reason is None and self.trainer.iter >= self.trainer.max_iter:
             self._do_eval()
 
@@ -176,15 +177,19 @@ class BestCheckpointer(HookBase):
             self.checkpointer.save(self.file_prefix, iteration=it, update_last=False)
 
     def after_step(self):
+        """Save `model_best.pth` when the latest value of `metric` beats the best so far."""
         self._check()
 
     def after_train(self):
+        """The final evaluation may be the best: check it once more."""
         self._check()
 
     def state_dict(self):
+        """The best value and its iteration (saved in checkpoints, so a resumed run keeps comparing)."""
         return {"best_value": self.best_value, "best_iter": self.best_iter}
 
     def load_state_dict(self, state):
+        """Restore `state_dict()`."""
         self.best_value, self.best_iter = state.get("best_value"), state.get("best_iter")
 
 
@@ -200,11 +205,13 @@ class PeriodicWriter(HookBase):
             w.write()
 
     def after_step(self):
+        """Write the metrics every `period` iterations (and at the last one)."""
         it = self.trainer.iter
         if (it + 1) % self.period == 0 or it + 1 >= self.trainer.max_iter:
             self._write()
 
     def after_train(self):
+        """Write what is left and close the writers."""
         self._write()
         for w in self.writers:
             w.close()
@@ -220,6 +227,7 @@ class ProgressBar(HookBase):
         self._last = 0.0
 
     def after_step(self):
+        """Redraw the one-line bar (terminals only; log files never get it)."""
         now = time.perf_counter()
         if not self.enabled or now - self._last < self.min_interval:
             return
@@ -236,6 +244,7 @@ class ProgressBar(HookBase):
         sys.stdout.flush()
 
     def after_train(self):
+        """End the bar's line."""
         if self.enabled:
             sys.stdout.write("\n")
             sys.stdout.flush()

@@ -46,6 +46,7 @@ class PeerLostError(LaunchError):
 
 
 def find_free_port() -> int:
+    """A TCP port on this machine that was free a moment ago (for --dist-url auto)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -67,6 +67,7 @@ class PreemptionHook(HookBase):
             self._previous[sig] = signal.signal(sig, self._on_signal)
 
     def uninstall(self) -> None:
+        """Put back the signal handlers that were installed before this hook's."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
@@ -79,9 +80,11 @@ class PreemptionHook(HookBase):
 
     # -- hook ----------------------------------------------------------------------------------
     def before_train(self) -> None:
+        """Install the signal handlers (main thread only)."""
         self.install()
 
     def after_step(self) -> None:
+        """When any rank got a signal: save a checkpoint (collective) and stop training with StopTraining."""
         action = _agree_max(self.received)
         if action == NONE:
             return
@@ -97,6 +100,7 @@ class PreemptionHook(HookBase):
         raise StopTraining("preempted")
 
     def after_train(self) -> None:
+        """After a preemption stop, schedule the SLURM requeue for process exit (rank 0); else uninstall."""
         if self.preempted_action == NONE:
             self.uninstall()
             return
@@ -111,9 +115,11 @@ class PreemptionHook(HookBase):
 
     @property
     def requeue_pending(self) -> bool:
+        """Whether a requeue waits for this process to exit."""
         return _requeue_pending
 
     def requeue_now(self) -> bool:
+        """Run the pending requeue at once (tests); False when none was pending."""
         return run_pending_requeue()
 
 
@@ -172,13 +178,8 @@ def requeue_slurm_job() -> bool:
     return True
 
 
-def build_preemption_hooks(cfg, args=None) -> list:
-    """The hooks the engine's build_hooks adds (configs/common/train.py: `train.preemption`).
-    `enabled=False` turns them off; `requeue` True/False/None (None: requeue when in a SLURM job)."""
-    settings = {}
-    train = getattr(cfg, "train", None) if cfg is not None else None
-    if train is not None and "preemption" in train:
-        settings = dict(train.preemption)
-    if not settings.get("enabled", True):
-        return []
-    return [PreemptionHook(requeue=settings.get("requeue"))]
+def build_preemption_hooks(cfg) -> list:
+    """The hooks scripts/train_net.py registers for `train.preemption` (configs/common/train.py):
+    none when `enabled=False`; `requeue` True/False/None (None: requeue when in a SLURM job)."""
+    settings = cfg.train.preemption
+    return [PreemptionHook(requeue=settings.requeue)] if settings.enabled else []

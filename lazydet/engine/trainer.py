@@ -33,18 +33,24 @@ class HookBase:
     trainer = None
 
     def before_train(self):
+        """Called once, before the first iteration."""
         pass
 
     def before_step(self):
+        """Called at the start of each iteration, before its batch is fetched."""
         pass
 
     def after_backward(self):
+        """Called after backward (and the fp16 unscale), before clipping and the optimizer step; the hook may
+        set `trainer.skip_step = True`."""
         pass
 
     def after_step(self):
+        """Called after the optimizer step (and EMA update) of each iteration."""
         pass
 
     def after_train(self):
+        """Called once at the end, also when a hook stopped training or an error propagates."""
         pass
 
     def state_dict(self) -> dict:
@@ -52,10 +58,13 @@ class HookBase:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict()` returned (on resume)."""
         pass
 
 
 def parse_amp_dtype(name: str) -> torch.dtype:
+    """The torch dtype of `train.amp.dtype` ("bf16", "bfloat16", "fp16", "float16"); a ValueError naming the
+    value otherwise."""
     if name not in AMP_DTYPES:
         raise ValueError(f"train.amp.dtype={name!r} is not one of {sorted(AMP_DTYPES)}")
     return AMP_DTYPES[name]
@@ -109,9 +118,11 @@ class Trainer:
     # ---- hooks ----------------------------------------------------------------------------------------------
     @property
     def hooks(self) -> list:
+        """The registered hooks, in call order (a copy)."""
         return list(self._hooks)
 
     def register_hooks(self, hooks) -> None:
+        """Append `hooks` (None entries are skipped) and give each `hook.trainer = self`."""
         for h in hooks:
             if h is None:
                 continue
@@ -130,6 +141,8 @@ class Trainer:
 
     # ---- loop -----------------------------------------------------------------------------------------------
     def train(self, start_iter: int = None, max_iter: int = None) -> None:
+        """Run iterations `start_iter .. max_iter - 1` with the hooks around each; a hook's StopTraining ends
+        the run cleanly (`stop_reason`), and `after_train` runs however training ends."""
         start_iter = self.start_iter if start_iter is None else int(start_iter)
         if max_iter is not None:
             self.max_iter = int(max_iter)

@@ -160,6 +160,7 @@ def param_group_table(model: nn.Module, optimizer: torch.optim.Optimizer) -> lis
 
 
 def format_param_group_table(rows: list) -> str:
+    """`param_group_table` rows as a Markdown table (the one train_net logs at the start)."""
     from tabulate import tabulate
 
     body = [[r["group"], r["tensors"], f"{r['params']:,}", r["trainable"], f"{r['lr']:.4g}",

@@ -17,6 +17,7 @@ class WarmupParamScheduler(CompositeParamScheduler):
                  warmup_method: str = "linear", rescale_interval: bool = False):
         if not 0.0 <= warmup_length < 1.0:
             raise ValueError(f"WarmupParamScheduler: warmup_length={warmup_length} must be in [0, 1)")
+        self.warmup_length = float(warmup_length)  # read by LRMultiplier.warmup_iters
         end_value = scheduler(warmup_length)
         start_value = warmup_factor * end_value
         if warmup_method == "constant":
@@ -48,10 +49,19 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
         self._max_iter = int(max_iter)
         super().__init__(optimizer, last_epoch=last_iter)
 
+    @property
+    def warmup_iters(self) -> int:
+        """Iterations of the multiplier's warm-up at this run's length (`warmup_length x max_iter`, rounded),
+        0 when the multiplier has none. Tools that must wait for the warm-up (the doctor) read it here
+        instead of parsing the recipe's `lr_multiplier`."""
+        return int(round(getattr(self._multiplier, "warmup_length", 0.0) * self._max_iter))
+
     def state_dict(self):
+        """What resuming needs: the base lrs and the iteration (the multiplier itself is stateless)."""
         return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state_dict):
+        """Restore `state_dict()` and set every group's lr to the restored iteration's value."""
         self.base_lrs = list(state_dict["base_lrs"])
         self.last_epoch = int(state_dict["last_epoch"])
         self._last_lr = self.get_lr()
@@ -59,11 +69,13 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
             group["lr"] = lr
 
     def get_lr(self):
+        """Each group's base lr times the multiplier at the current progress (clamped to [0, 1])."""
         where = min(max(self.last_epoch / self._max_iter, 0.0), 1.0)
         m = self._multiplier(where)
         return [base * m for base in self.base_lrs]
 
     def _get_closed_form_lr(self):
+        """Same as `get_lr` (the lr is a closed form of the iteration)."""
         return self.get_lr()
 
 

@@ -15,26 +15,32 @@ def set_local_rank(local_rank: int, local_size: int) -> None:
 
 
 def is_dist() -> bool:
+    """Whether a torch.distributed process group is initialised."""
     return dist.is_available() and dist.is_initialized()
 
 
 def get_world_size() -> int:
+    """Number of processes in the job (1 without a process group)."""
     return dist.get_world_size() if is_dist() else 1
 
 
 def get_rank() -> int:
+    """This process's global rank (0 without a process group)."""
     return dist.get_rank() if is_dist() else 0
 
 
 def get_local_rank() -> int:
+    """This process's rank on its machine (its GPU index; 0 without a process group)."""
     return _LOCAL_RANK if is_dist() else 0
 
 
 def get_local_size() -> int:
+    """Processes on this machine (1 without a process group)."""
     return _LOCAL_SIZE if is_dist() else 1
 
 
 def is_main_process() -> bool:
+    """Rank 0: the process that writes files and logs."""
     return get_rank() == 0
 
 

@@ -1,4 +1,7 @@
-"""Moving nested batches between devices."""
+"""Devices: moving nested batches, choosing the training device, and the peak memory a process used."""
+import resource
+import sys
+
 import torch
 
 
@@ -22,3 +25,13 @@ def resolve_device(name: str, logger=None) -> torch.device:
             logger.warning(f"train.device={name!r} but CUDA is not available: running on the CPU.")
         return torch.device("cpu")
     return torch.device(name)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory in MiB: on CUDA `max_memory_allocated(device)` (since the last peak reset), elsewhere the
+    peak resident set size of this process (`ru_maxrss`: KiB on Linux, bytes on macOS), which includes
+    everything the process ever held, so compare it only between fresh processes."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024

@@ -13,7 +13,8 @@ from lazydet.config import LazyConfig
 from lazydet.data import DetrDatasetMapper, build_detection_train_loader, get_detection_dataset_dicts
 from lazydet.data.synthetic import register_synthetic_shapes
 from lazydet.data.transforms import detr_train_augmentation
-from lazydet.engine import HookBase, StopTraining, build_trainer, default_setup
+from lazydet.engine import HookBase, StopTraining, default_setup
+from scripts.train_net import build_trainer
 
 NAME = "synthetic_shapes_loader_resume_test"
 
@@ -167,7 +168,7 @@ def train_tiny_dino(out_dir, resume=False, hooks=()):
     cfg = LazyConfig.apply_overrides(LazyConfig.load(QUICKSTART), [f"train.output_dir={out_dir}", *TINY_DINO])
     args = SimpleNamespace(resume=resume, eval_only=False)
     default_setup(cfg, args)
-    trainer = build_trainer(cfg, args)
+    trainer = build_trainer(args, cfg)
     trainer.register_hooks(list(hooks))
     trainer.train()
     trainer.data_loader.close()

@@ -58,9 +58,9 @@ def run(cfg, iters: int, settings=None, mutate=None, mutate_model=None, seed: in
         model, optimizer, loader = mutate(model, optimizer, loader)
     trainer = Trainer(model, loader, optimizer, max_iter=iters, cfg=cfg, device="cpu",
                       output_dir=cfg.train.output_dir)
-    doctor = DoctorHook(merge(FAST, settings or {}), cfg=cfg)
     # the recipe's own schedule (its warm-up and steps), whatever the length of this short run
     scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), cfg.train.max_iter)
+    doctor = DoctorHook(merge(FAST, settings or {}), cfg=cfg, lr_warmup_iters=scheduler.warmup_iters)
     trainer.register_hooks([LRScheduler(scheduler), doctor])
     try:
         trainer.train()

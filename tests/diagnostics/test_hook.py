@@ -204,14 +204,19 @@ def test_build_doctor_hooks_follows_settings():
     assert [type(h).__name__ for h in build_doctor_hooks(cfg)] == ["EarlyStopHook"]
 
 
-def test_schedule_warmup_from_the_recipe():
+def test_doctor_waits_for_the_lr_schedules_warmup():
+    """The warm-up comes from the schedule's `LRMultiplier.warmup_iters` (a fraction of the run's length)."""
+    from fvcore.common.param_scheduler import ConstantParamScheduler
     from omegaconf import OmegaConf
 
-    from lazydet.diagnostics.hook import schedule_warmup
-    assert schedule_warmup(OmegaConf.create({"lr_multiplier": {"warmup_iters": 50}})) == 50
-    cfg = OmegaConf.create({"lr_multiplier": {"warmup_length": 0.01}, "train": {"max_iter": 90000}})
-    assert schedule_warmup(cfg) == 900
-    assert schedule_warmup(OmegaConf.create({"train": {}})) == 0
+    from lazydet.solver import LRMultiplier, WarmupParamScheduler
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    scheduler = LRMultiplier(optimizer, WarmupParamScheduler(ConstantParamScheduler(1.0), 0.001, 0.25), 1000)
+    cfg = OmegaConf.create({"train": {"doctor": {"warmup_iters": 100}}})
+    assert build_doctor_hooks(cfg, scheduler)[0].s["warmup_iters"] == 250  # the schedule's is longer: it wins
+    cfg.train.doctor.warmup_iters = 400
+    assert build_doctor_hooks(cfg, scheduler)[0].s["warmup_iters"] == 400
+    assert build_doctor_hooks(cfg)[0].s["warmup_iters"] == 400  # no schedule: the setting alone
 
 
 def test_fp16_overflow_is_tolerated_until_it_persists():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lazydet.config import LazyConfig
-from lazydet.engine import HookBase, StopTraining, build_trainer, default_setup
+from lazydet.engine import HookBase, StopTraining, default_setup
+from scripts.train_net import build_trainer
 from tests.engine.conftest import REPO_ROOT
 
 RECIPE = os.path.join(REPO_ROOT, "tests", "engine", "toy_recipe.py")
@@ -109,7 +110,7 @@ def _train(cfg, resume=False, extra_hooks=()):
     args = _Args()
     args.resume = resume
     default_setup(cfg, args)
-    trainer = build_trainer(cfg, args)
+    trainer = build_trainer(args, cfg)
     trainer.register_hooks(list(extra_hooks))
     trainer.train()
     return trainer
@@ -176,7 +177,7 @@ def test_num_classes_mismatch_is_one_line(tmp_path):
     from omegaconf import OmegaConf
 
     from lazydet.data import DataError
-    from lazydet.engine.defaults import check_num_classes
+    from lazydet.engine.build import check_num_classes
     from tests.engine.toy import ToyRegressor
 
     cfg = OmegaConf.create({"dataloader": {"train": {"dataset": {"names": "coco_mini_train"}}}})
@@ -196,9 +197,30 @@ def test_ema_starts_from_loaded_init_weights(tmp_path):
     cfg = _load_cfg(str(tmp_path / "out"), "train.ema.enabled=True", f"train.init_checkpoint={tmp_path / 'init.pth'}")
     args = _Args()
     default_setup(cfg, args)
-    trainer = build_trainer(cfg, args)
+    trainer = build_trainer(args, cfg)
     assert trainer.checkpointer.last_load_report.coverage == 1.0
     for a, b in zip(init.parameters(), trainer.ema.module.parameters()):
         assert torch.equal(a, b)
     for h in trainer.hooks:  # never trained: the PreemptionHook's signal handlers must not outlive the test
         getattr(h, "uninstall", lambda: None)()
+
+
+@pytest.mark.parametrize("key,eval_only", [("ema.decay", False), ("clip_grad.params.norm_type", False),
+                                           ("init_checkpoint", True)])
+def test_missing_train_key_is_one_line_error_naming_it(tmp_path, key, eval_only):
+    """No default hides in code: a recipe whose `train` lacks a key stops with one line naming the key."""
+    from types import SimpleNamespace
+
+    from lazydet.config import ConfigError
+    from scripts.train_net import main
+
+    parent, _, leaf = f"train.{key}".rpartition(".")
+    recipe = tmp_path / "recipe.py"
+    with open(RECIPE) as f:  # a copy, not an import: an imported recipe's objects would be shared by the cases
+        recipe.write_text(f.read() + f"\ndel {parent}[{leaf!r}]\n")
+    args = SimpleNamespace(config_file=str(recipe), resume=False, eval_only=eval_only,
+                           opts=[f"train.output_dir={tmp_path / 'out'}", "train.ema.enabled=True"])
+    with pytest.raises(ConfigError) as e:
+        main(args)
+    assert str(e.value).startswith(f"train.{key} is missing from the recipe") and "\n" not in str(e.value)
+    assert "configs/common/train.py" in str(e.value)

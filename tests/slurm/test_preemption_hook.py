@@ -113,8 +113,9 @@ def test_signal_in_last_step_lets_training_finish(tmp_path, fake_scontrol):
 def test_no_signal_no_effect_and_config_switch(tmp_path):
     from omegaconf import OmegaConf
 
-    assert build_preemption_hooks(OmegaConf.create({"train": {"preemption": {"enabled": False}}})) == []
-    hooks = build_preemption_hooks(OmegaConf.create({"train": {"preemption": {"requeue": False}}}))
+    off = OmegaConf.create({"train": {"preemption": {"enabled": False, "requeue": None}}})
+    assert build_preemption_hooks(off) == []
+    hooks = build_preemption_hooks(OmegaConf.create({"train": {"preemption": {"enabled": True, "requeue": False}}}))
     assert len(hooks) == 1 and hooks[0].requeue is False
     hooks[0].uninstall()
     hook = PreemptionHook(requeue=False)

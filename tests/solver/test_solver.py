@@ -154,3 +154,21 @@ def test_constant_multiplier_is_identity():
     opt = torch.optim.SGD([p], lr=0.2)
     LRMultiplier(opt, ConstantParamScheduler(1.0), 5)
     assert opt.param_groups[0]["lr"] == 0.2
+
+
+@pytest.mark.parametrize("run_length", [1500, 3000])
+def test_lr_multiplier_warmup_iters_is_where_the_lr_stops_rising(run_length):
+    """`warmup_iters` (what the doctor waits for) against the lrs the scheduler really sets, step by step."""
+    from lazydet.solver import multistep_multiplier
+
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = LRMultiplier(opt, multistep_multiplier(max_iter=3000, steps=[2700], warmup_iters=100), run_length)
+    lrs = []
+    for _ in range(run_length // 10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    first_full = next(i for i, lr in enumerate(lrs) if lr == pytest.approx(1.0))
+    assert sched.warmup_iters == first_full == 100 * run_length // 3000
+    assert LRMultiplier(opt, ConstantParamScheduler(1.0), 10).warmup_iters == 0
