@@ -248,6 +248,7 @@ def build_detection_train_loader(dataset, mapper: Callable, total_batch_size: in
                              persistent_workers=num_workers > 0)
     loader.dataset_size = len(records)
     loader.total_batch_size = total_batch_size
+    loader.per_rank_batch_size = per_rank
     return loader
 
 
