@@ -26,6 +26,10 @@ OOM_MARKERS = ("out of memory", "outofmemoryerror", "memoryerror", "cannot alloc
 
 @dataclass
 class Cell:
+    """One configuration to time: `backbone` (a timm name, or "recipe" for the recipe's own) x `precision`
+    ("fp32", "bf16", "fp16") x `batch_size`, on `config_file` with `overrides`; `warmup` + `iters` training
+    steps, optionally resized to `image_size` and pinned to `device` / `threads`. Sent to a child process as JSON."""
+
     config_file: str
     backbone: str
     precision: str
@@ -41,6 +45,10 @@ class Cell:
 
 @dataclass
 class CellResult:
+    """What one cell measured: `status` "ok" with seconds per iteration (median/min/max over `iters`) and
+    peak memory, or "OOM" / "failed" / "skipped" with a one-line `reason`. `speedup` and `memory_saving` are
+    filled in afterwards relative to the fp32 cell of the same backbone and batch size."""
+
     backbone: str
     precision: str
     batch_size: int
@@ -59,6 +67,8 @@ class CellResult:
 
 
 def cell_overrides(cell: Cell) -> List[str]:
+    """The config overrides a cell runs with: its own `overrides` plus the backbone key, unless the cell
+    keeps the recipe's backbone."""
     extra = list(cell.overrides)
     if cell.backbone != RECIPE_BACKBONE:
         extra.append(f"{cell.backbone_key}={cell.backbone}")
@@ -149,6 +159,9 @@ def add_relative_figures(results: Sequence[CellResult]) -> None:
 
 
 def run_ablation(cells: Sequence[Cell], timeout: float = 1800.0, log=print) -> List[CellResult]:
+    """Runs every cell in its own subprocess (so an OOM or crash costs one cell, and memory peaks do not
+    carry over), at most `timeout` seconds each, logging a line before and after; returns the results in
+    cell order with the fp32-relative figures filled in."""
     results = []
     for i, cell in enumerate(cells, start=1):
         log(f"[{i}/{len(cells)}] {cell.backbone} {cell.precision} batch {cell.batch_size} ...")
@@ -181,6 +194,8 @@ def _memory_text(r: CellResult) -> str:
 
 
 def markdown_table(results: Sequence[CellResult]) -> str:
+    """The results as a Markdown table (one row per cell, columns `HEADER`); failed cells show their
+    status and reason instead of figures."""
     lines = ["| " + " | ".join(HEADER) + " |", "| " + " | ".join("---" for _ in HEADER) + " |"]
     for r in results:
         speed = f"{r.speedup:.2f}x" if r.speedup is not None else "-"

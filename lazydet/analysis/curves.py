@@ -32,6 +32,9 @@ class CurveFitError(ValueError):
 
 @dataclass(frozen=True)
 class CurveModel:
+    """A learning-curve family y(x) (x in epochs, > 0): `fn(x, *params)` vectorised over x, the names of its
+    parameters, `initial_guess(x, y) -> p0` and `bounds(x, y, y_max) -> (lower, upper)` for `curve_fit`."""
+
     name: str
     formula: str
     param_names: Tuple[str, ...]
@@ -41,6 +44,7 @@ class CurveModel:
 
     @property
     def num_params(self) -> int:
+        """Number of free parameters (what parsimony counts when held-out errors tie)."""
         return len(self.param_names)
 
 
@@ -111,6 +115,9 @@ MODELS: Dict[str, CurveModel] = {
 
 @dataclass
 class Fit:
+    """A fitted `model` with its `params` [P]; calling it evaluates the curve at x (scalar or array).
+    `rmse` is on the points it was fitted to."""
+
     model: CurveModel
     params: np.ndarray
     rmse: float  # on the points it was fitted to
@@ -119,6 +126,7 @@ class Fit:
         return self.model.fn(np.asarray(x, dtype=float), *self.params)
 
     def param_dict(self) -> Dict[str, float]:
+        """{parameter name: fitted value}, for reports."""
         return {k: float(v) for k, v in zip(self.model.param_names, self.params)}
 
 
@@ -142,6 +150,9 @@ def fit_model(model: CurveModel, x, y, y_max: Optional[float] = None, p0=None) -
 
 @dataclass
 class ModelScore:
+    """One candidate model in `select_model`: its error on the held-out last points (inf when the early
+    fit failed, `error` then says why) and its refit on all points."""
+
     name: str
     heldout_rmse: float  # inf when the fit failed
     fit: Optional[Fit]  # fit on ALL points (None when it failed)
@@ -150,6 +161,9 @@ class ModelScore:
 
 @dataclass
 class Selection:
+    """`select_model`'s result: every candidate's score, the chosen one and how many last points were held
+    out to score them."""
+
     scores: List[ModelScore]
     chosen: ModelScore
     num_heldout: int
@@ -161,6 +175,7 @@ def min_points(models: Sequence[CurveModel], num_heldout: int) -> int:
 
 
 def default_num_heldout(n: int) -> int:
+    """Points held out from `n` to score extrapolation: 20% of them, at least 2."""
     return max(2, int(round(0.2 * n)))
 
 
@@ -202,6 +217,9 @@ def select_model(x, y, models: Optional[Sequence[CurveModel]] = None, num_heldou
 
 @dataclass
 class Forecast:
+    """The fit's value at `x` with a bootstrap interval [low, high] at `level` (e.g. 0.95); `samples` are the
+    bootstrap parameter sets [S, P], kept to draw bands."""
+
     x: float
     value: float
     low: float

@@ -29,6 +29,9 @@ DROP_RATIO = 0.5  # a step that at least halves the lr counts as a drop (cosine 
 
 @dataclass
 class LrDrop:
+    """A learning-rate drop at `epoch`, found in the logged lr, the recipe's schedule or given by the user
+    (`source`); `factor` is new lr / old lr when known. The fit cannot foresee the jump such a drop causes."""
+
     epoch: float
     source: str  # "logged lr", "recipe", "user"
     factor: Optional[float] = None  # new lr / old lr when known
@@ -36,6 +39,9 @@ class LrDrop:
 
 @dataclass
 class ForecastResult:
+    """Everything one forecast of `metric` for `run` used and produced: the observed (epoch, value) points,
+    the model selection, the forecast at `target_epoch`, the lr drops and the warnings they raise."""
+
     run: str
     metric: str
     epochs: List[float]
@@ -47,6 +53,8 @@ class ForecastResult:
     warnings: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """A JSON-ready summary (no arrays): the inputs' extent, every candidate model (parameters, held-out
+        error, its own forecast), the chosen one, the forecast with its interval, lr drops and warnings."""
         return {
             "run": self.run,
             "metric": self.metric,
@@ -155,6 +163,9 @@ def _merge_drops(drops: Sequence[LrDrop], tolerance: float) -> List[LrDrop]:
 
 
 def lr_drop_warnings(drops: Sequence[LrDrop], first_epoch: float, last_epoch: float, target_epoch: float) -> List[str]:
+    """One warning per lr drop that biases the forecast: inside the observed epochs (the fit reads the jump
+    as a trend: optimistic) or between the last observation and the target (a jump no fit can see:
+    pessimistic). Drops outside both ranges say nothing."""
     out = []
     for d in drops:
         what = f"lr drop at epoch {d.epoch:.3g} ({d.source}{'' if d.factor is None else f', x{d.factor:.3g}'})"

@@ -30,9 +30,11 @@ class Run:
 
     @property
     def output_dir(self) -> str:
+        """The run's folder (where its metrics.json lives), absolute."""
         return os.path.dirname(os.path.abspath(self.path))
 
     def metric_names(self) -> List[str]:
+        """Sorted names of every numeric key found in any record (metrics, `iteration`, `epoch`, ...)."""
         names = set()
         for rec in self.records:
             names.update(k for k, v in rec.items() if _is_number(v))

@@ -33,6 +33,9 @@ class DataSample:
 
     @torch.no_grad()
     def observe_targets(self, targets) -> None:
+        """Counts one batch's `targets` (per image `boxes` [n, 4] cxcywh meant to be normalised, `labels` [n]):
+        empty images, boxes outside [0, 1], degenerate or non-finite boxes, boxes in pixels (> 1.5), boxes that
+        read like xyxy corners, and the label histogram; keeps up to 20 offending image ids."""
         self.batches += 1
         for t in targets:
             self.images += 1
@@ -70,6 +73,8 @@ class DataSample:
             self.input_std.append(float(vals.std()))
 
     def observe_batch(self, batch: dict, model: nn.Module | None = None, inputs_from_hook: bool = False) -> None:
+        """Observes a loader batch: its targets, and (unless `InputStatsRecorder` already sees the backbone's real
+        input, `inputs_from_hook`) the images normalised with `model.pixel_mean` / `pixel_std` [3, 1, 1]."""
         self.observe_targets(batch.get("targets", []))
         if not inputs_from_hook and model is not None and "images" in batch:
             mean, std = getattr(model, "pixel_mean", None), getattr(model, "pixel_std", None)
@@ -80,6 +85,10 @@ class DataSample:
     def findings(self, num_classes: int | None = None, iteration=None, *, max_abs_mean: float = 3.0,
                  std_range: tuple[float, float] = (0.1, 5.0), empty_warn: float = 0.5,
                  imbalance_ratio: float = 50.0, min_instances: int = 50) -> list[Finding]:
+        """What the observed batches show, as Findings: boxes not normalised / in xyxy / outside the image /
+        degenerate, labels outside [0, `num_classes`), too many empty images (> `empty_warn`), a class with
+        `imbalance_ratio` x fewer instances than the most common, and inputs whose mean or std is far from a
+        normalised image's (`max_abs_mean`, `std_range`). Empty list when all is well."""
         out = []
         where = f"in {self.images} images of the first {self.batches} batches"
         ids = f"; e.g. image ids {self.bad_image_ids[:5]}" if self.bad_image_ids else ""
@@ -157,4 +166,5 @@ class InputStatsRecorder:
             self.sample.observe_inputs(values[0], mask)
 
     def remove(self) -> None:
+        """Detaches the hook from the backbone (after the sampled iterations: no cost afterwards)."""
         self.handle.remove()

@@ -113,6 +113,8 @@ class GradPresence:
 
     @torch.no_grad()
     def observe(self, model: nn.Module) -> None:
+        """After backward: marks every tracked parameter whose `.grad` has a non-zero entry (one host sync for
+        all the still-unseen ones)."""
         params = dict(model.named_parameters())
         pending = [n for n in self.names if n not in self.seen and params[n].grad is not None]
         if pending:
@@ -121,6 +123,8 @@ class GradPresence:
         self.observations += 1
 
     def finding(self, model: nn.Module, iteration=None) -> Finding | None:
+        """`params_without_grad` naming the trainable tensors that never got a non-zero gradient in the
+        observed iterations (frozen-by-mistake or disconnected parts), or None when every one did."""
         missing = [n for n in self.names if n not in self.seen]
         if not missing:
             return None
@@ -155,11 +159,15 @@ class ParamFingerprint:
 
     @torch.no_grad()
     def unchanged(self, model: nn.Module) -> list[str]:
+        """Names of the fingerprinted tensors whose sampled values are still exactly the initial ones."""
         params = dict(model.named_parameters())
         return [n for n, v in self.values.items()
                 if n in params and torch.equal(params[n].detach().reshape(-1)[self.index[n]], v)]
 
     def finding(self, model: nn.Module, iteration=None, lrs: dict[str, float] | None = None) -> Finding | None:
+        """`params_never_change` for the optimizer's tensors that have not moved since the fingerprint (an lr of 0,
+        a missing optimizer group, gradients always zero), with their groups' lr from `lrs` {name: lr}; None
+        when everything moved."""
         same = self.unchanged(model)
         if not same:
             return None
@@ -191,6 +199,8 @@ class UpdateRatioProbe:
 
     @torch.no_grad()
     def before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Snapshots a fixed sub-sample of every parameter that has a gradient, and each group's lr, just before
+        `optimizer.step()`; `after_step()` then compares."""
         self._before, self._lrs = [], []
         for group in optimizer.param_groups:
             snaps = []

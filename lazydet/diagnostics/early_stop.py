@@ -18,6 +18,8 @@ class EarlyStopper:
         self.bad_evals = 0
 
     def update(self, value: float, iteration: int) -> str | None:
+        """Feeds one evaluation. Returns None while the metric improved by more than `min_delta` within the last
+        `patience` evaluations, else the one-line reason to stop (best value and iteration, last value)."""
         better = self.best is None or (value > self.best + self.min_delta if self.mode == "max"
                                        else value < self.best - self.min_delta)
         if better:
@@ -39,6 +41,8 @@ class EarlyStopHook(HookBase):
         self._seen = 0
 
     def after_step(self):
+        """Feeds the evaluations logged since the last call; raises `StopTraining` (after adding an
+        `early_stopped` finding to the report) when the stopper says so."""
         from .hook import storage_series
         series = storage_series(self.trainer.storage, self.stopper.metric)
         for it, value in series[self._seen:]:
@@ -49,10 +53,13 @@ class EarlyStopHook(HookBase):
                 raise StopTraining(f"early stop: {reason}")
         self._seen = len(series)
 
-    def state_dict(self) -> dict:  # saved in checkpoints by the trainer, so a resumed run keeps its patience
+    def state_dict(self) -> dict:
+        """The stopper's best value, its iteration and the evaluations without improvement (saved in
+        checkpoints by the trainer, so a resumed run keeps its patience)."""
         s = self.stopper
         return {"best": s.best, "best_iter": s.best_iter, "bad_evals": s.bad_evals}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores `state_dict()`'s output, so a resumed run keeps counting its patience."""
         s = self.stopper
         s.best, s.best_iter, s.bad_evals = state.get("best"), state.get("best_iter"), int(state.get("bad_evals", 0))

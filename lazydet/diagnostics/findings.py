@@ -17,6 +17,8 @@ SEVERITIES = ("error", "warning", "info")
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """What a finding means, for the report: a `title`, its likely `causes` and the `actions` to try."""
+
     title: str
     causes: tuple[str, ...]
     actions: tuple[str, ...]
@@ -179,13 +181,16 @@ class Finding:
 
     @property
     def diagnosis(self) -> Diagnosis:
+        """The catalogue entry for this finding's name (title, causes, actions)."""
         return CATALOG[self.name]
 
     def one_line(self) -> str:
+        """The log line: `[doctor] SEVERITY name (iter i): evidence`."""
         at = f" (iter {self.iteration})" if self.iteration is not None else ""
         return f"[doctor] {self.severity.upper()} {self.name}{at}: {self.evidence}"
 
     def to_markdown(self) -> str:
+        """The report section: title, evidence, likely causes and what to try, as Markdown."""
         d = self.diagnosis
         at = f", iteration {self.iteration}" if self.iteration is not None else ""
         lines = [f"### {self.severity.upper()}: {d.title} (`{self.name}`{at})", "",
@@ -229,6 +234,7 @@ class DoctorReport:
         return True
 
     def extend(self, findings) -> None:
+        """`add` each of `findings` in order."""
         for f in findings:
             self.add(f)
 
@@ -242,10 +248,14 @@ class DoctorReport:
             self.storage.put_scalar(f"doctor/{finding.name}", float(self.counts[finding.name]))
 
     def problems(self, min_severity: str = "warning") -> list[Finding]:
+        """The first occurrence of every finding at least as severe as `min_severity` ("error" < "warning" <
+        "info" in rank: "warning" returns errors and warnings)."""
         rank = SEVERITIES.index(min_severity)
         return [f for f in self.findings.values() if SEVERITIES.index(f.severity) <= rank]
 
     def to_markdown(self) -> str:
+        """The whole report: the stop reason if any, counts per severity, every finding (errors first) with how
+        often it repeated, then the extra sections (preflight tables, ...)."""
         order = sorted(self.findings.values(), key=lambda f: SEVERITIES.index(f.severity))
         out = ["# Training doctor report", ""]
         if self.stop_reason:
@@ -264,6 +274,8 @@ class DoctorReport:
         return "\n".join(out).rstrip() + "\n"
 
     def write(self, output_dir: str, filename: str = "doctor_report.md") -> str:
+        """Writes `to_markdown()` to `output_dir/filename` through a temporary file and `os.replace`, so a
+        reader never sees half a report; returns the path."""
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, filename)
         tmp = path + ".tmp"

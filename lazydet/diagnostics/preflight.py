@@ -90,6 +90,8 @@ class GroundTruthAsPredictions(nn.Module):
         self.register_buffer("anchor", torch.zeros(1))  # gives the loop a device to move batches to
 
     def forward(self, batch):
+        """`batch["targets"]` (cxcywh normalised boxes) -> per image `{boxes [n, 4] xyxy in orig_size pixels,
+        scores [n] all 1, labels [n]}`: what a perfect detector returns."""
         out = []
         for t in batch["targets"]:
             h, w = (float(x) for x in t["orig_size"])

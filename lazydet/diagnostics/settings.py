@@ -60,6 +60,7 @@ DEFAULTS = dict(
 
 
 def default_settings() -> dict:
+    """A fresh deep copy of `DEFAULTS` (`train.doctor`'s settings), safe to modify."""
     return copy.deepcopy(DEFAULTS)
 
 

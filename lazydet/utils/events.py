@@ -36,6 +36,9 @@ class EventStorage:
         return (self.iter + 1) / self.iters_per_epoch
 
     def put_scalar(self, name: str, value, smoothing_hint: bool = True, cur_iter=None) -> None:
+        """Appends `value` (a number or a one-element tensor, read to the host) to `name`'s history at
+        `cur_iter` (default: the current iteration). A metric keeps the `smoothing_hint` of its first put:
+        True shows a windowed median, False the raw value; a different hint later is a ValueError."""
         if isinstance(value, torch.Tensor):
             value = value.detach().float().item()
         value = float(value)
@@ -46,18 +49,23 @@ class EventStorage:
             raise ValueError(f"metric {name!r} was put with two different smoothing hints")
 
     def put_scalars(self, *, smoothing_hint: bool = True, cur_iter=None, **kwargs) -> None:
+        """`put_scalar(name, value)` for each `name=value` keyword, with the same hint and iteration."""
         for k, v in kwargs.items():
             self.put_scalar(k, v, smoothing_hint=smoothing_hint, cur_iter=cur_iter)
 
     def history(self, name: str) -> HistoryBuffer:
+        """The fvcore `HistoryBuffer` of `name` (`.values()`: list of (value, iteration)); KeyError naming the
+        metrics there are when `name` was never put."""
         if name not in self._history:
             raise KeyError(f"no metric named {name!r} in the event storage (have: {sorted(self._history)})")
         return self._history[name]
 
     def histories(self) -> dict:
+        """{name: HistoryBuffer} of every metric put so far (a shallow copy)."""
         return dict(self._history)
 
     def latest(self) -> dict:
+        """{name: (value, iteration)} of each metric's last put."""
         return dict(self._latest)
 
     def latest_with_smoothing_hint(self, window_size: int = 20) -> dict:
@@ -71,10 +79,8 @@ class EventStorage:
         return out
 
     def smoothing_hints(self) -> dict:
+        """{name: bool}: whether writers should smooth each metric (its first put's hint)."""
         return dict(self._smoothing_hints)
-
-    def step(self) -> None:
-        self.iter += 1
 
     def __enter__(self):
         _CURRENT_STORAGE.append(self)

@@ -1,4 +1,5 @@
-"""tools.benchmark on the quickstart recipe on CPU: every figure present and positive."""
+"""tools.benchmark on the quickstart recipe on CPU: each figure measures what it says (planted delays in the
+model and in the data pipeline show up where they should), the parameter count is exact."""
 import json
 import os
 
@@ -30,17 +31,38 @@ def test_resize_batch_keeps_normalised_boxes_and_masks():
 
 
 @pytest.mark.slow
-def test_benchmark_quickstart_cpu(tmp_path, capsys):
+def test_benchmark_quickstart_cpu(tmp_path, capsys, monkeypatch):
+    import time
+
+    from lazydet.analysis.timing import load_recipe
+    from lazydet.config import instantiate
+    from lazydet.data.mapper import DetrDatasetMapper
+    from lazydet.modeling.dino.dino import DINO
+
+    model_s, data_s = 0.25, 0.6  # planted: per model forward, per image mapped (batch 1)
+    forward, mapper = DINO.forward, DetrDatasetMapper.__call__
+    monkeypatch.setattr(DINO, "forward", lambda self, batch: (time.sleep(model_s), forward(self, batch))[1])
+    monkeypatch.setattr(DetrDatasetMapper, "__call__", lambda self, r: (time.sleep(data_s), mapper(self, r))[1])
     out = tmp_path / "bench.json"
-    benchmark.main(["--config-file", QUICKSTART, "--batch-size", "1", "--iters", "2", "--warmup", "1",
-                    "--image-size", "84", "--device", "cpu", "--threads", "1", "--json-out", str(out),
-                    "dataloader.train.num_workers=0"])
+    args = ["--config-file", QUICKSTART, "--batch-size", "1", "--iters", "2", "--warmup", "1", "--image-size", "84",
+            "--device", "cpu", "--threads", "1", "--json-out", str(out), "dataloader.train.num_workers=0"]
+    benchmark.main(args)
     rep = json.loads(out.read_text())
-    for key in ("train_s_per_iter_data_excluded", "train_s_per_iter_data_included"):
-        t = rep[key]
-        assert 0 < t["min"] <= t["median"] <= t["max"] and t["iters"] == 2
-    assert rep["inference_images_per_s"] > 0
+    excluded, included = rep["train_s_per_iter_data_excluded"], rep["train_s_per_iter_data_included"]
+    for t in (excluded, included):
+        assert t["min"] <= t["median"] <= t["max"] and t["iters"] == 2
+    assert excluded["min"] >= model_s  # the forward is inside the timed step
+    assert included["min"] >= model_s + data_s  # loading the batch is too, when data is included ...
+    assert excluded["median"] + data_s / 2 < included["median"]  # ... and only then
+    assert rep["inference_images_per_s"] <= 1 / model_s
     assert rep["memory"]["peak_rss_mib"] > 100
-    assert rep["parameters"]["total"] == rep["parameters"]["trainable"] > 100_000
-    assert rep["batch_size"] == 1
-    assert "| train s/iter, data excluded |" in capsys.readouterr().out
+
+    model = instantiate(load_recipe(QUICKSTART, ["dataloader.train.num_workers=0"], 1, "cpu").model)
+    total = sum(p.numel() for p in model.parameters())
+    assert rep["parameters"] == {"total": total, "trainable": sum(p.numel() for p in model.parameters()
+                                                                   if p.requires_grad)}
+    assert rep["batch_size"] == 1 and rep["image_size"] == 84
+    printed = capsys.readouterr().out
+    assert f"| train s/iter, data excluded | {excluded['median']:.4f} (min {excluded['min']:.4f}" in printed
+    assert f"| inference images/s | {rep['inference_images_per_s']:.2f} |" in printed
+    assert f"| parameters | {total:,} (" in printed

@@ -1,5 +1,6 @@
-"""The DINO-DINOv2 recipes: they load, differ from their parents only where intended, and their
-schedules (instantiated, then evaluated per iteration) match the COCO 12/50-epoch recipe."""
+"""The DINO-DINOv2 recipes: they load, their layer-wise lr decay fits the backbone they build, they differ from
+their parents only where intended, and their schedules (instantiated, then evaluated per iteration) match the
+COCO 12/50-epoch recipe."""
 from pathlib import Path
 
 import pytest
@@ -9,15 +10,7 @@ from omegaconf import OmegaConf
 from lazydet.config import LazyConfig, instantiate
 
 ROOT = Path(__file__).resolve().parents[2] / "projects" / "dino_dinov2" / "configs"
-COCO = {
-    "s_12ep": ("vit_small_patch14_dinov2.lvd142m", 12),
-    "b_12ep": ("vit_base_patch14_dinov2.lvd142m", 12),
-    "l_12ep": ("vit_large_patch14_dinov2.lvd142m", 24),
-    "g_12ep": ("vit_giant_patch14_dinov2.lvd142m", 40),
-    "s_50ep": ("vit_small_patch14_dinov2.lvd142m", 12),
-    "b_50ep": ("vit_base_patch14_dinov2.lvd142m", 12),
-    "l_50ep": ("vit_large_patch14_dinov2.lvd142m", 24),
-}
+COCO = sorted(p.stem[len("dino_dinov2_"):] for p in (ROOT / "COCO").glob("dino_dinov2_*.py"))  # s_12ep, ...
 
 
 def _load(name):
@@ -30,21 +23,44 @@ def _multipliers(cfg, iters):
     return [sched(i / max_iter) for i in iters]
 
 
-@pytest.mark.parametrize("name", sorted(COCO))
-def test_coco_recipe_values(name):
+def _lr_ladder(cfg):
+    """The recipe's real model built on the meta device (no memory, no download) and its optimizer:
+    returns (model, {parameter name: lr})."""
+    cfg.model.backbone.net.pretrained = False
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+        cfg.optimizer.params.model = model
+        optimizer = instantiate(cfg.optimizer)
+    lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return model, {n: lr[id(p)] for n, p in model.named_parameters() if id(p) in lr}
+
+
+@pytest.mark.parametrize("name", COCO)
+def test_coco_recipe_trains_every_parameter_on_a_geometric_lr_ladder(name):
+    """Layer-wise lr decay must fit the backbone the recipe builds: each ViT block one decay step below the
+    next, the last block one step below the rest of the detector (at the base lr), the embeddings one step
+    below the first block. A `num_layers` that disagrees with the real depth breaks the ladder."""
     cfg = _load(name)
-    model_name, depth = COCO[name]
-    assert set(cfg.keys()) >= {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
-    assert cfg.model.backbone.net.model_name == model_name and cfg.model.backbone.net.pretrained
-    assert cfg.optimizer._target_ is torch.optim.AdamW or str(cfg.optimizer._target_).endswith("AdamW")
-    assert cfg.optimizer.lr == 1e-4 and cfg.optimizer.weight_decay == 1e-4
-    assert cfg.optimizer.params.lr_factor_func.num_layers == depth
-    assert cfg.train.clip_grad.enabled and cfg.train.clip_grad.params.max_norm == 0.1
-    assert cfg.train.eval_period == 5000
-    assert cfg.train.wandb.enabled and cfg.train.wandb.project == "lazydet"
-    assert cfg.dataloader.train.total_batch_size == 16
-    assert cfg.dataloader.train.dataset.names == "coco_2017_train"
-    assert cfg.train.output_dir.endswith(f"dino_dinov2_{name}")
+    base_lr, decay = cfg.optimizer.lr, cfg.optimizer.params.lr_factor_func.lr_decay_rate
+    model, lr_of = _lr_ladder(cfg)
+    assert set(lr_of) == {n for n, _ in model.named_parameters()}  # nothing frozen, nothing left out
+    assert max(lr_of.values()) == pytest.approx(base_lr)
+    assert all(lr == pytest.approx(base_lr) for n, lr in lr_of.items() if not n.startswith("backbone.net."))
+    depth = len(model.backbone.net.vit.blocks)
+    ladder = [lr_of["backbone.net.vit.patch_embed.proj.weight"]]
+    for i in range(depth):
+        lrs = {lr for n, lr in lr_of.items() if n.startswith(f"backbone.net.vit.blocks.{i}.")}
+        assert len(lrs) == 1, (i, lrs)  # one lr per block
+        ladder += lrs
+    ladder.append(base_lr)
+    steps = [b / a for a, b in zip(ladder, ladder[1:])]
+    assert steps == pytest.approx([1 / decay] * (depth + 1)), name
+
+
+def test_coco_recipes_write_to_their_own_folders():
+    """Two recipes never share an output folder (a run must not resume or overwrite another's files)."""
+    folders = [_load(name).train.output_dir for name in COCO]
+    assert len(set(folders)) == len(folders), folders
 
 
 @pytest.mark.parametrize("name", ["s_12ep", "b_12ep", "l_12ep", "g_12ep"])

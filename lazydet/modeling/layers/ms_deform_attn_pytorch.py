@@ -61,6 +61,8 @@ class GridSampleDeformableAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, sampling_locations, attention_weights):
+        """value [B, Nv, M, D], locations [B, Nq, M, L, P, 2], weights [B, Nq, M, L, P] -> [B, Nq, M * D];
+        keeps only the inputs for backward, not the [B*M, D, Nq, P] samples of every level."""
         ctx.spatial_shapes = spatial_shapes
         ctx.save_for_backward(value, sampling_locations, attention_weights)
         return grid_sample_attention(value, spatial_shapes, sampling_locations, attention_weights)

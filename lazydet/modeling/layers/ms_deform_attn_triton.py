@@ -60,6 +60,8 @@ class TritonDeformableAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value, spatial_shapes, sampling_locations, attention_weights):
+        """One fused kernel launch: value [B, Nv, M, D], locations [B, Nq, M, L, P, 2] (in [0, 1]), weights
+        [B, Nq, M, L, P] -> [B, Nq, M * D], in the inputs' dtype; saves the (contiguous) inputs for backward."""
         value, locations, weights = (t.contiguous() for t in (value, sampling_locations, attention_weights))
         shapes, starts, grid, sizes, meta = _launch_args(value, spatial_shapes, locations)
         out = value.new_empty(value.shape[0], locations.shape[1], value.shape[2], value.shape[3])
@@ -72,6 +74,8 @@ class TritonDeformableAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
+        """grad_output [B, Nq, M * D] -> gradients of value, locations and weights (None for the shapes),
+        accumulated in fp32 (fp64 for fp64 inputs; value's by atomic adds) and cast back to each input's dtype."""
         value, locations, weights = ctx.saved_tensors
         shapes, starts, grid, sizes, meta = _launch_args(value, ctx.spatial_shapes, locations)
         grad_output = grad_output.contiguous()
