@@ -50,3 +50,14 @@ class GroundTruthModel(torch.nn.Module):
     def forward(self, batch):
         assert not self.training and not torch.is_grad_enabled()
         return ground_truth_outputs(batch)
+
+
+class GroundTruthDetector(GroundTruthModel):
+    """A stand-in detector for whole train_net runs: in training a loss of its one parameter (the engine steps,
+    checkpoints and evaluates as with a real model), in evaluation ``ground_truth_outputs`` (AP 100 whenever
+    the loader and the evaluator's ground truth agree)."""
+
+    def forward(self, batch):
+        if self.training:
+            return {"loss_stand_in": (self.anchor - 1).pow(2).sum()}
+        return super().forward(batch)
