@@ -1,4 +1,5 @@
 """Helpers for tests/data: tiny COCO jsons and images written to tmp folders."""
+import io
 import json
 import os
 
@@ -16,6 +17,13 @@ def write_coco(tmp_path, images, annotations, categories=None, name="ann.json"):
     path = tmp_path / name
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return str(path), str(root)
+
+
+def encoded_noise_image(fmt: str, h: int = 40, w: int = 60) -> bytes:
+    """The bytes of an h x w noise image (so the pixel data, not the header, is most of the file) encoded as `fmt`."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
 
 
 def save_image(root, file_name, h, w, mode="RGB", fill=(0, 0, 0), box=None, box_colour=(255, 0, 0), exif=None):

@@ -3,7 +3,6 @@ set holding every kind of bad input (tests/data/bad_data_recipe.py, a stand-in d
 ground truth), then one test per case: the one line naming the file / annotation ids, the evaluation that does
 not crash (AP 100 over what is usable, skipped images counted in the AP table), and the dataset and run
 folders whose files are byte-identical afterwards. A missing dataset and an offline hub stop the run."""
-import io
 import json
 import math
 import os
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.data.data_test_utils import save_image, write_coco
+from tests.data.data_test_utils import encoded_noise_image, save_image, write_coco
 from tests.folder_state import assert_unchanged, folder_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,12 +26,6 @@ def _ann(i, image, bbox, category=3):
     return {"id": i, "image_id": image, "category_id": category, "bbox": bbox, "iscrowd": 0, "area": 1.0}
 
 
-def _encoded(fmt, h=40, w=60):
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def _write_16_bit_png(path):
     Image.fromarray(np.linspace(0, 20000, 40 * 60).reshape(40, 60).astype(np.uint16)).save(path)
 
@@ -40,10 +33,10 @@ def _write_16_bit_png(path):
 # file name -> bytes of a bad image, and the reason the start check gives (None: only decoding finds it)
 BAD_VAL_IMAGES = {
     "4.png": (b"", "zero-byte file"),
-    "5.png": (_encoded("PNG")[:-1000], "truncated PNG file (no end-of-image marker)"),
-    "6.png": (_encoded("PNG", h=41), "size (h=41, w=60) disagrees with the json's (h=40, w=60)"),
+    "5.png": (encoded_noise_image("PNG")[:-1000], "truncated PNG file (no end-of-image marker)"),
+    "6.png": (encoded_noise_image("PNG", h=41), "size (h=41, w=60) disagrees with the json's (h=40, w=60)"),
     "7.png": (b"GIF89a garbage", "not a readable image"),
-    "8.bmp": (_encoded("BMP")[:-500], None),  # BMP has no end marker: read at evaluation time, skipped, counted
+    "8.bmp": (encoded_noise_image("BMP")[:-500], None),  # no end marker in BMP: fails at evaluation, skipped, counted
 }
 
 
@@ -165,10 +158,12 @@ def test_offline_coco_recipe_fails_at_once_naming_the_weights_file(tmp_path):
     proc = _train_net("--config-file", "projects/dino_dinov2/configs/COCO/dino_dinov2_s_12ep.py",
                       f"train.output_dir={out}", "train.device=cpu", "dataloader.train.dataset.names=coco_mini_train",
                       "dataloader.test.dataset.names=coco_mini_val", "dataloader.train.num_workers=0",
-                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")})
+                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+                           "TORCH_HOME": str(tmp_path / "torch")})
     assert proc.returncode != 0
     line = proc.stderr.strip().splitlines()[-1]
-    weights = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints", "vit_small_patch14_dinov2.lvd142m.safetensors")
+    weights = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints",
+                           "vit_small_patch14_dinov2.lvd142m.safetensors")
     assert line.startswith("error: instantiate model.backbone.net:") and weights in line, proc.stderr[-3000:]
     assert "HF_HUB_OFFLINE is set" in line and "Traceback" not in proc.stderr
     assert_unchanged(str(out), before, allow_new=RUN_FILES)

@@ -75,6 +75,7 @@ def test_train_net_stops_in_one_line_and_keeps_the_users_files(tmp_path):
     assert message.startswith("error: target boxes of image id ") and "\n" not in message
     image_id = int(message.split("image id ")[1].split()[0])
     (record,) = [r for r in DatasetCatalog.get("synthetic_shapes_train16") if r["image_id"] == image_id]
-    assert f"(file {record['file_name']}) are not finite: 1 of its {len(record['boxes'])} boxes (indices [0])" in message
+    boxes = len(record["boxes"])
+    assert f"(file {record['file_name']}) are not finite: 1 of its {boxes} boxes (indices [0])" in message
     assert "diverged" not in message
     assert_unchanged(str(out), before, allow_new=("config.", "log.txt", "metrics.json", "events.out.tfevents"))
