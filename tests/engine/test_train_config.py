@@ -29,9 +29,9 @@ BAD_VALUES = {
     "train.grad_accumulation_steps=0": "train.grad_accumulation_steps=0 must be a whole number of batches >= 1 (per "
                                        "optimizer step)",
     "train.device=tpu": "train.device='tpu' is not a device lazydet trains on: use 'cuda' (falls back to the CPU when "
-                        "CUDA is missing), 'cuda:<index>' or 'cpu'",
+                        "CUDA is missing) or 'cpu'",
     "train.device=cuda:first": "train.device='cuda:first' is not a device lazydet trains on: use 'cuda' (falls back "
-                               "to the CPU when CUDA is missing), 'cuda:<index>' or 'cpu'",
+                               "to the CPU when CUDA is missing) or 'cpu'",
     "train.checkpointer.period=2.5": "train.checkpointer.period=2.5 must be a whole number of iterations >= 1 "
                                      "(between checkpoints), or set train.checkpointer.period_epochs instead",
     "train.checkpointer.period=0": "train.checkpointer.period=0 must be a whole number of iterations >= 1 (between "
