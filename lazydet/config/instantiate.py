@@ -84,5 +84,6 @@ def _call(cfg: Any, path: str) -> Any:
     except ConfigError:
         raise  # already a one-line config message (e.g. from a nested instantiate inside the callable)
     except Exception as e:
+        # up to 1000 characters: an actionable message (e.g. which weights file to put where) must survive whole
         raise ConfigError(f"instantiate {path or '<root>'}: {_callable_name(target)} failed: "
-                          f"{type(e).__name__}: {one_line(e)}") from e
+                          f"{type(e).__name__}: {one_line(e, limit=1000)}") from e

@@ -37,7 +37,7 @@ def validate_train_config(cfg) -> None:
     Checked: `max_iter`, `eval_period`, `checkpointer.period` (integers: >= 1, eval >= 0; 1e5 is fine,
     2.5 is not) unless their `*_epochs` variant is set, which must then be a finite number > 0 (eval: >= 0);
     `grad_accumulation_steps` (integer >= 1); `amp.dtype` (a name of `AMP_DTYPES` or torch.bfloat16/float16);
-    `device` ("cpu", "cuda" or "cuda:<index>")."""
+    `device` ("cpu", "cuda"; "cuda:<index>" is accepted)."""
     for iter_key, epoch_key, low, meaning in LENGTHS:
         if _value(cfg, epoch_key) is not None:
             _check_epochs(epoch_key, _value(cfg, epoch_key), low, f"({meaning}), or None to use {iter_key}")
@@ -84,7 +84,8 @@ def _check_epochs(key: str, value: Any, low: int, note: str) -> None:
 
 
 def _check_device(device: Any) -> None:
-    allowed = "'cuda' (falls back to the CPU when CUDA is missing), 'cuda:<index>' or 'cpu'"
+    """Accepts "cpu", "cuda" and "cuda:<index>" (each process uses the GPU of its local rank anyway)."""
+    allowed = "'cuda' (falls back to the CPU when CUDA is missing) or 'cpu'"
     try:
         parsed = torch.device(device) if isinstance(device, str) else None
     except RuntimeError:

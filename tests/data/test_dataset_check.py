@@ -1,13 +1,11 @@
 """check_datasets: every dataset a recipe names exists, each unusable image file is reported once and left
 out of training and evaluation; train_net runs the check before it builds or writes anything."""
 import hashlib
-import io
 import logging
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
@@ -16,7 +14,7 @@ from lazydet.config import LazyConfig
 from lazydet.data import (DataError, MetadataCatalog, check_datasets, dataset_names, get_detection_dataset_dicts,
                           image_problem, register_coco_instances)
 
-from data_test_utils import save_image, write_coco
+from data_test_utils import encoded_noise_image, save_image, write_coco
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,13 +36,6 @@ def _dataset(tmp_path, name, files):
     return root
 
 
-def _encoded(fmt, h=40, w=60):
-    """A noise image (so the pixel data, not the header, is most of the file) encoded as `fmt`."""
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def _cfg(*names):
     return OmegaConf.create({"dataloader": {"train": {"dataset": {"names": list(names)}}}})
 
@@ -52,9 +43,9 @@ def _cfg(*names):
 BAD_FILES = {
     "zero-byte": (b"", "zero-byte file"),
     "not an image": (b"GIF89a garbage", "not a readable image"),
-    "truncated jpeg": (_encoded("JPEG")[:-1000], "truncated JPEG file"),
-    "truncated png": (_encoded("PNG")[:-1000], "truncated PNG file"),
-    "size disagrees": (_encoded("PNG", h=41), "size (h=41, w=60) disagrees with the json's (h=40, w=60)"),
+    "truncated jpeg": (encoded_noise_image("JPEG")[:-1000], "truncated JPEG file"),
+    "truncated png": (encoded_noise_image("PNG")[:-1000], "truncated PNG file"),
+    "size disagrees": (encoded_noise_image("PNG", h=41), "size (h=41, w=60) disagrees with the json's (h=40, w=60)"),
 }
 
 
@@ -81,7 +72,7 @@ def test_exif_rotation_is_read_from_the_header(tmp_path):
 
 
 def test_decode_finds_damage_the_header_does_not_show(tmp_path):
-    data = bytearray(_encoded("BMP"))
+    data = bytearray(encoded_noise_image("BMP"))
     path = tmp_path / "short.bmp"
     path.write_bytes(bytes(data[:-500]))  # BMP has no end marker: only decoding sees the missing pixels
     assert image_problem(str(path), 40, 60) is None

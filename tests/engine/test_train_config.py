@@ -29,9 +29,9 @@ BAD_VALUES = {
     "train.grad_accumulation_steps=0": "train.grad_accumulation_steps=0 must be a whole number of batches >= 1 (per "
                                        "optimizer step)",
     "train.device=tpu": "train.device='tpu' is not a device lazydet trains on: use 'cuda' (falls back to the CPU when "
-                        "CUDA is missing), 'cuda:<index>' or 'cpu'",
+                        "CUDA is missing) or 'cpu'",
     "train.device=cuda:first": "train.device='cuda:first' is not a device lazydet trains on: use 'cuda' (falls back "
-                               "to the CPU when CUDA is missing), 'cuda:<index>' or 'cpu'",
+                               "to the CPU when CUDA is missing) or 'cpu'",
     "train.checkpointer.period=2.5": "train.checkpointer.period=2.5 must be a whole number of iterations >= 1 "
                                      "(between checkpoints), or set train.checkpointer.period_epochs instead",
     "train.checkpointer.period=0": "train.checkpointer.period=0 must be a whole number of iterations >= 1 (between "
@@ -69,10 +69,9 @@ def test_train_net_refuses_a_bad_value_in_one_line_and_writes_nothing(earlier_ru
     assert_unchanged(out, before)  # not even a log.txt line: nothing was created, spawned or built
 
 
-def test_main_checks_before_the_dataset_check_and_the_output_folder(earlier_run, monkeypatch):
-    """main() (what every launched process runs) checks too, first: no dataset is read, no file written."""
+def test_main_checks_too_before_writing(earlier_run):
+    """main() (what every launched process runs) checks as well, before the output folder is touched."""
     out, before = earlier_run
-    monkeypatch.setattr(train_net, "check_datasets", lambda cfg: pytest.fail("datasets checked before train.*"))
     args = train_net.default_argument_parser().parse_args(
         ["--config-file", RECIPE, f"train.output_dir={out}", "train.grad_accumulation_steps=0"])
     with pytest.raises(ConfigError, match=r"^train\.grad_accumulation_steps=0 must be"):

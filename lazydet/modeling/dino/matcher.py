@@ -10,6 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ...data.catalog import DataError
 from ..layers import box_cxcywh_to_xyxy, generalized_box_iou
 
 
@@ -19,6 +20,21 @@ def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float, g
     positive = alpha * (1 - prob) ** gamma * -(prob + 1e-8).log()
     negative = (1 - alpha) * prob ** gamma * -(1 - prob + 1e-8).log()
     return positive[:, labels] - negative[:, labels]
+
+
+def check_target_boxes(targets: List[dict]) -> None:
+    """Raise a one-line DataError naming the first image (``image_id``, ``file_name`` when the target has
+    them) whose ``boxes`` [N, 4] hold NaN or inf; return None when every target box is finite."""
+    for t in targets:
+        finite = torch.isfinite(t["boxes"]).all(dim=-1)
+        if not finite.all():
+            bad = (~finite).nonzero()[:, 0].tolist()
+            where = f" (file {t['file_name']})" if t.get("file_name") else ""
+            example = [round(v, 4) for v in t["boxes"][bad[0]].tolist()]
+            raise DataError(f"target boxes of image id {t.get('image_id', '?')}{where} are not finite: {len(bad)} "
+                            f"of its {len(finite)} boxes (indices {bad[:5]}), e.g. {example} (cx, cy, w, h); fix "
+                            f"the annotations or the dataset/mapper that produced them (the predictions are not at "
+                            f"fault)")
 
 
 class HungarianMatcher(nn.Module):
@@ -46,7 +62,8 @@ class HungarianMatcher(nn.Module):
     def forward(self, pred_logits: torch.Tensor, pred_boxes: torch.Tensor,
                 targets: List[dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """[B, Q, K] logits and [B, Q, 4] boxes -> per image (query indices, target indices), int64 on CPU,
-        sorted by query index."""
+        sorted by query index. A non-finite cost raises: a DataError naming the image when a target box is
+        NaN/inf (checked only then: no cost on the normal path), else FloatingPointError (diverged predictions)."""
         batch, num_queries = pred_logits.shape[:2]
         sizes = [len(t["labels"]) for t in targets]
         empty = torch.empty(0, dtype=torch.int64)
@@ -58,6 +75,7 @@ class HungarianMatcher(nn.Module):
         cost = self.cost_matrix(pred_logits.flatten(0, 1), pred_boxes.flatten(0, 1), labels, boxes)
         cost = cost.view(batch, num_queries, -1).cpu()
         if not torch.isfinite(cost).all():
+            check_target_boxes(targets)  # a NaN/inf ground-truth box is the data's fault: name its image
             raise FloatingPointError("HungarianMatcher: the cost matrix has NaN/inf entries (the predictions "
                                      "diverged); lower the lr or enable gradient clipping")
         matches = []
