@@ -13,11 +13,13 @@ import sys
 # made the quickstart ~8x slower (15.8 vs 1.8 s/it on 2 busy cores). Export OMP_WAIT_POLICY to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from lazydet.checkpoint import CheckpointError
 from lazydet.config import ConfigError, LazyConfig
 from lazydet.data import DataError, check_datasets
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
 from lazydet.engine.launch import LaunchError
+from lazydet.engine.run_folder import RunFolderError, check_before_launch, open_run_folder
 from lazydet.utils import comm
 from lazydet.utils.device import resolve_device
 
@@ -45,8 +47,6 @@ def evaluate_only(cfg, args) -> dict:
     ema = ModelEMA(model, select(cfg, "train.ema.decay", 0.9998)) if select(cfg, "train.ema.enabled", False) else None
     checkpointer = Checkpointer(model, select(cfg, "train.output_dir", "./output"),
                                 **({"ema": ema} if ema is not None else {}))
-    if not args.resume and not select(cfg, "train.init_checkpoint"):
-        logger.warning("--eval-only without train.init_checkpoint or --resume: evaluating random weights")
     init = select(cfg, "train.init_checkpoint", "")
     checkpointer.resume_or_load(init, resume=args.resume)
     if ema is not None and not (args.resume and checkpointer.has_checkpoint()):
@@ -74,10 +74,12 @@ def _load_ema_weights(ema, path):
 def main(args):
     cfg = load_config(args)
     check_datasets(cfg)  # every dataset exists and its images are readable, before anything is built or written
+    run_folder = open_run_folder(cfg, args)  # lock, refuse a used folder, choose the resume checkpoint
     default_setup(cfg, args)
     if args.eval_only:
         return evaluate_only(cfg, args)
     trainer = build_trainer(cfg, args)
+    trainer.register_hooks([run_folder])  # config files at the start, plots/ at the end
     trainer.train()
     return trainer
 
@@ -85,13 +87,13 @@ def main(args):
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     try:
-        load_config(args)  # fail fast, before spawning processes, with the config's one-line error
-    except ConfigError as e:
+        check_before_launch(load_config(args), args)  # fail fast, before spawning processes, with one line
+    except (ConfigError, RunFolderError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (ConfigError, DataError, LaunchError) as e:  # recipe/data/network problems: one line, no traceback
+    except (ConfigError, DataError, LaunchError, RunFolderError, CheckpointError) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
 
 
