@@ -30,7 +30,7 @@ def checkpoint_problem(path: str):
     """Why `path` cannot be a torch checkpoint (missing, a folder, empty, truncated zip, not a torch file),
     or None when its structure is sound. Cheap: reads the file's first bytes and the zip directory only."""
     if not os.path.exists(path):
-        return "no such file"
+        return "does not exist"
     if not os.path.isfile(path):
         return "is not a file"
     size = os.path.getsize(path)

@@ -33,6 +33,7 @@ from ..checkpoint import (CheckpointError, atomic_write_text, checkpoint_problem
                           leftover_temp_files)
 from ..checkpoint.files import LAST_CHECKPOINT, resumable_files
 from ..utils import comm
+from ..utils.logger import setup_logger
 from .defaults import select
 from .trainer import HookBase
 
@@ -156,7 +157,8 @@ def check_before_launch(cfg, args) -> None:
 
 def open_run_folder(cfg, args) -> "RunFolder":
     """Collective: rank 0 checks the folder, takes its lock (training), removes temp leftovers; every rank
-    gets rank 0's verdict and raises the same error. Call before `default_setup` (nothing is written yet)."""
+    gets rank 0's verdict and raises the same error. Call before `default_setup`: nothing is written before
+    the verdict; then logging to log.txt starts and what was cleaned up or fallen back to is logged."""
     output_dir = select(cfg, "train.output_dir", "./output")
     lock, choice, error = None, None, None
     if comm.is_main_process():
@@ -167,14 +169,13 @@ def open_run_folder(cfg, args) -> "RunFolder":
     error = comm.broadcast_object(error)
     if error is not None:
         raise error
-    folder = RunFolder(copy.deepcopy(cfg) if lock is not None else None, output_dir, lock)
+    setup_logger(output_dir, rank=comm.get_rank())  # the folder is accepted: log.txt holds the rest of the run
     if lock is not None:
-        folder.notes += [f"--resume: {choice.reason}"] if choice is not None and choice.fell_back else []
         for path in leftover_temp_files(output_dir):
             size = os.path.getsize(path)
             os.remove(path)
-            folder.notes.append(f"removed {path} ({size} bytes), left by a process killed while writing it")
-    return folder
+            logger.warning(f"removed {path} ({size} bytes), left by a process killed while writing it")
+    return RunFolder(copy.deepcopy(cfg) if lock is not None else None, output_dir, lock)
 
 
 class RunFolder(HookBase):
@@ -185,7 +186,6 @@ class RunFolder(HookBase):
     def __init__(self, cfg, output_dir: str, lock=None):
         self.cfg = cfg
         self.output_dir = output_dir
-        self.notes = []  # what open_run_folder did, logged once log.txt exists
         self._lock = lock
 
     @property
@@ -199,8 +199,6 @@ class RunFolder(HookBase):
             self._lock = None
 
     def before_train(self):
-        for note in self.notes:
-            logger.warning(note)
         if self.locked:
             write_config(self.cfg, self.output_dir)
 
