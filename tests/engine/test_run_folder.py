@@ -5,7 +5,6 @@ metrics.json) is made once; each test works on a copy. A refused run must stop w
 file/key/value at fault and leave every file of the folder byte-identical (tests/folder_state.py).
 """
 import json
-import logging
 import os
 import shutil
 import socket
@@ -58,24 +57,13 @@ def train_rows(out):
     return [r["iteration"] for r in rows if "total_loss" in r], [r["iteration"] for r in rows if "toy/mse" in r]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_logger():
-    """In-process runs set up the `lazydet` logger (log.txt handler, no propagation): undo it for later tests."""
-    logger = logging.getLogger("lazydet")
-    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
-    yield
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
-    for h in handlers:
-        logger.addHandler(h)
-    logger.propagate, logger.level = propagate, level
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """A real command-line run (a subprocess: in-process runs reconfigure the logger of later tests)."""
     out = str(tmp_path_factory.mktemp("finished") / "run")
-    run(out)
+    subprocess.run([sys.executable, "-m", "scripts.train_net", "--config-file", RECIPE, f"train.output_dir={out}",
+                    *SHORT], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=240)
     return out
 
 
