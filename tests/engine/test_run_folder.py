@@ -169,6 +169,8 @@ def test_a_new_run_into_a_used_folder_is_refused(copy):
     message = refused(copy)
     assert f"train.output_dir={copy!r} already holds a run (model_0000004.pth, model_final.pth, last_checkpoint, " \
            "metrics.json): pass --resume to continue it, or set a new train.output_dir" in message
+    with pytest.raises(SystemExit, match="already holds a run"):  # checked before worker processes start
+        cli(["--config-file", RECIPE, "--num-gpus", "2", f"train.output_dir={copy}", *SHORT])
     assert_unchanged(copy, before)
 
 
