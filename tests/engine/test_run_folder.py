@@ -4,6 +4,7 @@ A finished toy run (10 iterations, checkpoints model_0000004.pth and model_final
 metrics.json) is made once; each test works on a copy. A refused run must stop with one line naming the
 file/key/value at fault and leave every file of the folder byte-identical (tests/folder_state.py).
 """
+import errno
 import json
 import os
 import shutil
@@ -274,9 +275,33 @@ def test_output_dir_that_is_a_file_or_not_writable_is_one_line(tmp_path):
     assert refused(str(a_file / "run")).startswith(f"error: train.output_dir={str(a_file / 'run')!r} cannot be "
                                                    "created (Not a directory)")
     assert a_file.read_text() == "mine"
-    if os.access("/sys", os.W_OK) and os.getuid() != 0:
-        pytest.skip("/sys is writable here")
+    if not os.path.isdir("/sys"):
+        pytest.skip("no /sys (a folder nobody may create entries in, not even root)")
     assert refused("/sys/lazydet_run").startswith("error: train.output_dir='/sys/lazydet_run' cannot be created (")
+
+
+def test_disk_full_while_saving_is_one_line_and_the_run_resumes_from_the_last_good_checkpoint(finished, tmp_path,
+                                                                                              monkeypatch):
+    from lazydet.checkpoint import atomic
+
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_is_full(obj, f, *a, **k):  # model_0000004.pth fits, model_final.pth does not
+        saves.append(obj["iteration"])
+        if len(saves) > 1:
+            f.write(b"the first blocks")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f, *a, **k)
+
+    out = str(tmp_path / "run")
+    monkeypatch.setattr(atomic.torch, "save", save_until_the_disk_is_full)
+    assert refused(out) == (f"error: could not write checkpoint {out}/model_final.pth (No space left on device); "
+                            f"the last good checkpoint {out}/model_0000004.pth is kept; free space and --resume")
+    assert saves == [4, 9] and not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    monkeypatch.setattr(atomic.torch, "save", real_save)
+    run(out, "--resume")
+    a, b = weights(os.path.join(finished, "model_final.pth")), weights(os.path.join(out, "model_final.pth"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ---- a run that is stopped still draws its plots and releases the lock -----------------------------------
