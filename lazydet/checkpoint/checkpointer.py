@@ -14,24 +14,10 @@ import torch
 
 from ..utils import comm
 from .atomic import atomic_torch_save, atomic_write_text
-from .files import LAST_CHECKPOINT, CheckpointError, checkpoint_problem, choose_resume_checkpoint
+from .files import LAST_CHECKPOINT, CheckpointError, choose_resume_checkpoint, load_file
 from .load_report import LoadReport, load_state_into
 
 logger = logging.getLogger("lazydet")
-
-
-def _torch_load(path: str, weights_only: bool, what: str):
-    """torch.load of a local file; a file that is empty, truncated or not a checkpoint is a one-line
-    CheckpointError starting with `what` (e.g. "train.init_checkpoint=..."). Refused pickled code
-    (weights_only) keeps torch's own UnpicklingError, which explains the choice."""
-    problem = checkpoint_problem(path)
-    if problem:
-        raise CheckpointError(f"{what} {problem}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError) as e:
-        raise CheckpointError(f"{what} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
-            from None
 
 
 def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
@@ -51,7 +37,7 @@ def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
         local = g_pathmgr.get_local_path(source)
         if not os.path.isfile(local):
             raise FileNotFoundError(f"train.init_checkpoint={source!r}: no such file")
-        obj = _torch_load(local, weights_only, f"train.init_checkpoint={source!r}:")
+        obj = load_file(local, f"train.init_checkpoint={source!r}:", weights_only)
     for key in ("model", "state_dict", "model_state", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
@@ -117,8 +103,10 @@ class Checkpointer:
 
     # ---- loading --------------------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
-        """With `resume` and a `last_checkpoint`: restore everything from it (returns the file's extra
-        entries, e.g. `iteration`). Otherwise load model weights from `path` if given (returns {})."""
+        """With `resume` and a checkpoint in `save_dir` (`choose_resume_checkpoint`: the one `last_checkpoint`
+        names, else the newest that loads; CheckpointError when there are some but none loads): restore
+        everything from it (returns the file's extra entries, e.g. `iteration`). Otherwise load model weights
+        from `path` if given (returns {})."""
         choice = choose_resume_checkpoint(self.save_dir) if resume else None  # raises when none loads
         if choice is not None and choice.path:
             (logger.warning if choice.fell_back else logger.info)(f"--resume: {choice.reason}")
@@ -133,7 +121,7 @@ class Checkpointer:
     def load(self, path: str, checkpointables=None) -> dict:
         """Restore model and checkpointables (all, or the names given) from one of our checkpoint files."""
         logger.info(f"Resuming from {path}")
-        data = _torch_load(path, self.weights_only, path)
+        data = load_file(path, path, self.weights_only)
         report = load_state_into(self.model, data.pop("model"), source=path, auto_prefix=False)
         self._log_report(report)
         names = self.checkpointables if checkpointables is None else checkpointables

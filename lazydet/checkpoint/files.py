@@ -52,17 +52,25 @@ def checkpoint_problem(path: str):
         else "is not a torch checkpoint (whitespace only)"
 
 
+def load_file(path: str, what: str, weights_only: bool = True, mmap: bool = False):
+    """torch.load of a local file onto the CPU. A file that is missing, empty, truncated or not a checkpoint
+    is a one-line CheckpointError "<what> <why>" (`what`: the file, or e.g. "train.init_checkpoint='w.pth'").
+    Pickled code refused by `weights_only` keeps torch's own UnpicklingError, which explains the choice.
+    `mmap`: map the tensors instead of reading them (zip files only)."""
+    problem = checkpoint_problem(path)
+    if problem:
+        raise CheckpointError(f"{what} {problem}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap and zipfile.is_zipfile(path))
+    except (RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError) as e:
+        raise CheckpointError(f"{what} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
+            from None
+
+
 def saved_iteration(path: str) -> int:
     """The iteration stored in one of our training checkpoints (memory-mapped: tensors are not read).
     Raises CheckpointError when it cannot be read or is not a training checkpoint."""
-    problem = checkpoint_problem(path)
-    if problem:
-        raise CheckpointError(f"{path} {problem}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise CheckpointError(f"{path} cannot be loaded ({type(e).__name__}: {str(e).splitlines()[0][:120]})") \
-            from None
+    data = load_file(path, path, mmap=True)
     trainer = data.get("trainer") if isinstance(data, dict) else None
     iteration = data.get("iteration", (trainer or {}).get("iteration")) if isinstance(data, dict) else None
     if "model" not in (data if isinstance(data, dict) else {}) or iteration is None:

@@ -17,9 +17,9 @@ The main process checks the folder and, for a training run:
   evaluation neither locks the folder nor writes the config.
 
 Errors are raised on every rank (rank 0's verdict is broadcast), so other ranks never wait for a rank that
-gave up. `check_before_launch(cfg, args)` runs the same checks in the launching process before worker
-processes are spawned, so the error is one line from the command line. The returned `RunFolder` is a hook:
-it writes `config.yaml`/`config.py` at `before_train` (once the run really starts) and draws `plots/` at
+gave up. `check_before_launch(cfg, args)` runs the same checks (without locking) in a launching process
+that is about to spawn worker processes, so the error is one line from the command line. The returned
+`RunFolder` is a hook: it writes `config.yaml`/`config.py` at `before_train` (once the run really starts) and draws `plots/` at
 `after_train` (also when the run is stopped or fails), then releases the lock.
 """
 import copy
@@ -106,7 +106,7 @@ def previous_run_files(output_dir: str) -> list:
 
 def _check(cfg, args, take_lock: bool):
     """The checks of the module docstring on this process; the lock is taken last (a refused run into a
-    folder without a lock file leaves none). Returns (lock file or None, resume choice or None)."""
+    folder without a lock file leaves none). Returns the open lock file (take_lock, training) or None."""
     output_dir = select(cfg, "train.output_dir", "./output")
     resume, eval_only = bool(getattr(args, "resume", False)), bool(getattr(args, "eval_only", False))
     init = select(cfg, "train.init_checkpoint", "")
@@ -140,7 +140,7 @@ def _check(cfg, args, take_lock: bool):
     if not take_lock and lock is not None:
         lock.close()
         lock = None
-    return lock, choice
+    return lock
 
 
 def check_before_launch(cfg, args) -> None:
@@ -158,13 +158,13 @@ def check_before_launch(cfg, args) -> None:
 def open_run_folder(cfg, args) -> "RunFolder":
     """Collective: rank 0 checks the folder, takes its lock (training), removes temp leftovers; every rank
     gets rank 0's verdict and raises the same error. Call before `default_setup`: nothing is written before
-    the verdict; then logging to log.txt starts and what was cleaned up or fallen back to is logged."""
+    the verdict; then logging to log.txt starts and the temp files removed are logged."""
     output_dir = select(cfg, "train.output_dir", "./output")
-    lock, choice, error = None, None, None
+    lock, error = None, None
     if comm.is_main_process():
         try:
-            lock, choice = _check(cfg, args, take_lock=True)
-        except (RunFolderError, CheckpointError) as e:
+            lock = _check(cfg, args, take_lock=True)
+        except Exception as e:  # noqa: BLE001 - every rank must hear the verdict, whatever it is
             error = e
     error = comm.broadcast_object(error)
     if error is not None:

@@ -104,6 +104,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_last_good_checkpoint(t
     monkeypatch.setattr(atomic_mod.torch, "save", full_disk)
     with pytest.raises(CheckpointError) as e:
         ck.save("model_0000009", iteration=9)
-    assert str(e.value) == (f"could not write checkpoint {tmp_path / 'model_0000009.pth'} (No space left on device); "
-                            f"the last good checkpoint {tmp_path / 'model_0000004.pth'} is kept; free space and --resume")
+    assert str(e.value) == (f"could not write checkpoint {tmp_path / 'model_0000009.pth'} (No space left on "
+                            f"device); the last good checkpoint {tmp_path / 'model_0000004.pth'} is kept; free "
+                            "space and --resume")
     assert_unchanged(str(tmp_path), before)  # no partial file, no temp file, last_checkpoint untouched

@@ -263,7 +263,8 @@ def test_init_checkpoint_text_or_truncated_is_one_line(finished, tmp_path):
     with open(os.path.join(finished, "model_final.pth"), "rb") as f:
         truncated.write_bytes(f.read()[:1000])
     assert refused(out, f"train.init_checkpoint={truncated}") == \
-        f"error: train.init_checkpoint={str(truncated)!r} is truncated (1000 bytes, the end of its zip archive is missing)"
+        f"error: train.init_checkpoint={str(truncated)!r} is truncated (1000 bytes, the end of its zip archive " \
+        "is missing)"
     assert folder_state(out) == {}
 
 
