@@ -19,8 +19,8 @@ The main process checks the folder and, for a training run:
 Errors are raised on every rank (rank 0's verdict is broadcast), so other ranks never wait for a rank that
 gave up. `check_before_launch(cfg, args)` runs the same checks (without locking) in a launching process
 that is about to spawn worker processes, so the error is one line from the command line. The returned
-`RunFolder` is a hook: it writes `config.yaml`/`config.py` at `before_train` (once the run really starts) and draws `plots/` at
-`after_train` (also when the run is stopped or fails), then releases the lock.
+`RunFolder` is a hook: it writes `config.yaml`/`config.py` at `before_train` (once the run really starts)
+and draws `plots/` at `after_train` (also when the run is stopped or fails), then releases the lock.
 """
 import copy
 import datetime
