@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from lazydet.checkpoint import Checkpointer  # noqa: E402
+from lazydet.checkpoint import CheckpointError, Checkpointer  # noqa: E402
 from lazydet.config import ConfigError, LazyConfig, instantiate  # noqa: E402
 from lazydet.data import DataError, check_datasets  # noqa: E402
 from lazydet.diagnostics import build_doctor_hooks  # noqa: E402
@@ -28,6 +28,7 @@ from lazydet.engine import (ModelEMA, Trainer, build_model, build_training_parts
 from lazydet.engine import hooks as H  # noqa: E402
 from lazydet.engine.launch import LaunchError  # noqa: E402
 from lazydet.engine.preemption import build_preemption_hooks  # noqa: E402
+from lazydet.engine.run_folder import RunFolder, RunFolderError, check_before_launch, open_run_folder  # noqa: E402
 from lazydet.engine.train_config import validate_train_config  # noqa: E402
 from lazydet.evaluation import format_results_table, inference_on_dataset  # noqa: E402
 from lazydet.solver import format_param_group_table, param_group_table  # noqa: E402
@@ -116,9 +117,11 @@ def build_trainer(args, cfg) -> Trainer:
     return trainer
 
 
-def do_train(args, cfg) -> Trainer:
-    """Build the trainer and run it to `max_iter` (or until a hook stops it); returns the trainer."""
+def do_train(args, cfg, run_folder: RunFolder) -> Trainer:
+    """Build the trainer and run it to `max_iter` (or until a hook stops it); `run_folder` writes the config
+    files when training starts and plots/ when it ends. Returns the trainer."""
     trainer = build_trainer(args, cfg)
+    trainer.register_hooks([run_folder])
     trainer.train()
     return trainer
 
@@ -130,8 +133,6 @@ def do_eval_only(args, cfg) -> dict:
     ema = build_ema(cfg, model)
     checkpointer = Checkpointer(model, cfg.train.output_dir, **({"ema": ema} if ema is not None else {}))
     init = cfg.train.init_checkpoint
-    if not args.resume and not init:
-        logger.warning("--eval-only without train.init_checkpoint or --resume: evaluating random weights")
     checkpointer.resume_or_load(init, resume=args.resume)
     if ema is not None and not (args.resume and checkpointer.has_checkpoint()):
         ema = load_ema_weights(ema, init)
@@ -144,11 +145,11 @@ def main(args):
     with missing_keys_as_errors(cfg.train):  # a train.* key the recipe lacks: one line naming it
         validate_train_config(cfg)  # validate train config: bad values stop here in one line
         check_datasets(cfg)  # check datasets: they exist and their images are readable, before anything is built
-        # open run folder
+        run_folder = open_run_folder(cfg, args)  # open run folder: lock it, refuse a used one, pick the resume ckpt
         default_setup(cfg, args)  # setup: logging, environment, seed
         if args.eval_only:
             return do_eval_only(args, cfg)
-        return do_train(args, cfg)  # build (build_trainer), then train
+        return do_train(args, cfg, run_folder)  # build (build_trainer), then train
 
 
 def cli(argv=None):
@@ -156,13 +157,15 @@ def cli(argv=None):
     process; recipe, data and network problems end with a one-line `error: ...` instead of a traceback."""
     args = default_argument_parser().parse_args(argv)
     try:
-        validate_train_config(load_config(args))  # fail fast, before spawning processes, with the config's one-line error
-    except ConfigError as e:
+        cfg = load_config(args)
+        validate_train_config(cfg)
+        check_before_launch(cfg, args)  # the run folder and checkpoints, before spawning processes
+    except (ConfigError, RunFolderError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (ConfigError, DataError, LaunchError) as e:  # recipe/data/network problems: one line, no traceback
+    except (ConfigError, DataError, LaunchError, RunFolderError, CheckpointError) as e:  # one line, no traceback
         sys.exit(f"error: {e}")
 
 

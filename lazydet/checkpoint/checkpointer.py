@@ -3,7 +3,9 @@
 A checkpoint file is `{"model": ..., "<name>": obj.state_dict() for each checkpointable, **extra}`.
 `save()` is collective (every rank calls it: checkpointables such as the trainer gather per-rank RNG
 states); only the main process writes. Files are written atomically and `last_checkpoint` is updated
-after the file is complete, so it only ever names a loadable file.
+after the file is complete, so it only ever names a loadable file; `--resume` still checks it and falls
+back to the newest checkpoint that loads (files.py). A failed write (full disk) is a one-line
+`CheckpointError` naming the file, and the previous checkpoint stays in place.
 """
 import logging
 import os
@@ -12,15 +14,10 @@ import torch
 
 from ..utils import comm
 from .atomic import atomic_torch_save, atomic_write_text
+from .files import LAST_CHECKPOINT, CheckpointError, choose_resume_checkpoint, load_file
 from .load_report import LoadReport, load_state_into
 
 logger = logging.getLogger("lazydet")
-
-LAST_CHECKPOINT = "last_checkpoint"
-
-
-def _torch_load(path_or_file, weights_only: bool):
-    return torch.load(path_or_file, map_location="cpu", weights_only=weights_only)
 
 
 def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
@@ -40,7 +37,7 @@ def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
         local = g_pathmgr.get_local_path(source)
         if not os.path.isfile(local):
             raise FileNotFoundError(f"train.init_checkpoint={source!r}: no such file")
-        obj = _torch_load(local, weights_only)
+        obj = load_file(local, f"train.init_checkpoint={source!r}:", weights_only)
     for key in ("model", "state_dict", "model_state", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             return obj[key]
@@ -74,22 +71,26 @@ class Checkpointer:
         data.update(extra)
         path = os.path.join(self.save_dir, f"{name}.pth")
         if comm.is_main_process() and self.save_dir:
-            atomic_torch_save(data, path)
-            if update_last:
-                atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), os.path.basename(path))
+            try:
+                atomic_torch_save(data, path)
+                if update_last:
+                    atomic_write_text(os.path.join(self.save_dir, LAST_CHECKPOINT), os.path.basename(path))
+            except OSError as e:  # full disk, quota, folder removed: the temp file is gone, the old files stay
+                kept = self.get_checkpoint_file()
+                raise CheckpointError(f"could not write checkpoint {path} ({e.strerror or e}); "
+                                      + (f"the last good checkpoint {kept} is kept" if kept else
+                                         "no earlier checkpoint exists") + "; free space and --resume") from None
             logger.info(f"Saved checkpoint {path}")
         return path
 
     # ---- finding --------------------------------------------------------------------------------------------
     def get_checkpoint_file(self):
-        """Path named by `last_checkpoint`, or None."""
-        marker = os.path.join(self.save_dir, LAST_CHECKPOINT)
-        if not os.path.isfile(marker):
+        """The checkpoint `--resume` continues from (normally the one `last_checkpoint` names, see
+        `choose_resume_checkpoint`), or None when there is none that loads."""
+        try:
+            return choose_resume_checkpoint(self.save_dir).path if self.save_dir else None
+        except CheckpointError:
             return None
-        with open(marker) as f:
-            name = f.read().strip()
-        path = os.path.join(self.save_dir, name)
-        return path if os.path.isfile(path) else None
 
     def has_checkpoint(self) -> bool:
         return self.get_checkpoint_file() is not None
@@ -102,12 +103,17 @@ class Checkpointer:
 
     # ---- loading --------------------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
-        """With `resume` and a `last_checkpoint`: restore everything from it (returns the file's extra
-        entries, e.g. `iteration`). Otherwise load model weights from `path` if given (returns {})."""
-        if resume and self.has_checkpoint():
-            return self.load(self.get_checkpoint_file())
+        """With `resume` and a checkpoint in `save_dir` (`choose_resume_checkpoint`: the one `last_checkpoint`
+        names, else the newest that loads; CheckpointError when there are some but none loads): restore
+        everything from it (returns the file's extra entries, e.g. `iteration`). Otherwise load model weights
+        from `path` if given (returns {})."""
+        choice = choose_resume_checkpoint(self.save_dir) if resume else None  # raises when none loads
+        if choice is not None and choice.path:
+            (logger.warning if choice.fell_back else logger.info)(f"--resume: {choice.reason}")
+            return self.load(choice.path)
         if resume:
-            logger.info(f"--resume: no checkpoint in {self.save_dir!r}; starting from scratch")
+            logger.info(f"--resume: {choice.reason}; starting from "
+                        + (f"train.init_checkpoint={path}" if path else "scratch"))
         if path:
             self.load_model_weights(path)
         return {}
@@ -115,7 +121,7 @@ class Checkpointer:
     def load(self, path: str, checkpointables=None) -> dict:
         """Restore model and checkpointables (all, or the names given) from one of our checkpoint files."""
         logger.info(f"Resuming from {path}")
-        data = _torch_load(path, self.weights_only)
+        data = load_file(path, path, self.weights_only)
         report = load_state_into(self.model, data.pop("model"), source=path, auto_prefix=False)
         self._log_report(report)
         names = self.checkpointables if checkpointables is None else checkpointables

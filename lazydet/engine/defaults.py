@@ -47,10 +47,9 @@ def default_argument_parser(epilog: str = None) -> argparse.ArgumentParser:
 
 
 def default_setup(cfg, args) -> str:
-    """Output folder, logging (log.txt), environment and argument log, config.yaml/config.py dumps and the
-    seed (`train.seed`, -1 = random, logged). Returns the output folder."""
-    from ..config import LazyConfig
-
+    """Output folder, logging (log.txt), environment and argument log and the seed (`train.seed`, -1 =
+    random, logged). Returns the output folder. config.yaml/config.py are written when training starts
+    (`run_folder.RunFolder`), so a run that fails before that leaves the previous ones in place."""
     output_dir = cfg.train.output_dir
     rank = comm.get_rank()
     if comm.is_main_process():
@@ -59,17 +58,6 @@ def default_setup(cfg, args) -> str:
     setup_logger(output_dir, rank=rank)
     logger.info(f"Rank {rank} of {comm.get_world_size()}; command line: {' '.join(sys.argv)}")
     logger.info("Environment:\n" + collect_env_info())
-    if comm.is_main_process():
-        unsavable = LazyConfig.unsavable_keys(cfg)
-        if unsavable:
-            logger.warning("config values that cannot be saved (written as placeholders): " + "; ".join(unsavable))
-        LazyConfig.save(cfg, os.path.join(output_dir, "config.yaml"), strict=False)
-        try:
-            with open(os.path.join(output_dir, "config.py"), "w") as f:
-                f.write(LazyConfig.to_py(cfg))
-        except Exception as e:  # noqa: BLE001 - the yaml dump is the reference copy
-            logger.warning(f"could not write config.py ({e}); config.yaml is complete")
-        logger.info(f"Full config saved to {os.path.join(output_dir, 'config.yaml')}")
     seed = int(cfg.train.seed)
     drawn = seed < 0
     if drawn:  # one random base seed for all ranks (rank 0's), so the log line reproduces the whole run

@@ -147,6 +147,11 @@ class Trainer:
         if max_iter is not None:
             self.max_iter = int(max_iter)
         self.iter = self.start_iter = start_iter
+        if start_iter >= self.max_iter:  # a resumed run that had already finished: no hook, no final eval
+            logger.info(f"Training already finished: resumed at iteration {start_iter} of train.max_iter="
+                        f"{self.max_iter}; nothing to do (raise train.max_iter to train longer)")
+            self.iter = self.max_iter
+            return
         logger.info(f"Starting training from iteration {start_iter} to {self.max_iter}"
                     + (f" ({self.iters_per_epoch} iterations per epoch)" if self.iters_per_epoch else ""))
         with EventStorage(start_iter, self.iters_per_epoch) as self.storage:

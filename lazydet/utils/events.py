@@ -22,7 +22,7 @@ class EventStorage:
     """
 
     def __init__(self, start_iter: int = 0, iters_per_epoch=None):
-        self.iter = start_iter
+        self.iter = self.start_iter = start_iter  # start_iter: where this run began (writers drop later rows)
         self.iters_per_epoch = iters_per_epoch
         self._history = defaultdict(HistoryBuffer)
         self._smoothing_hints = {}

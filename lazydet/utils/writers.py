@@ -1,7 +1,10 @@
 """Writers that read the EventStorage: console, metrics.json (JSON lines), TensorBoard, wandb.
 
 Each writer's `write()` is called by the PeriodicWriter hook every `train.log_period` iterations and at the
-end; each writes only what is new since its last call.
+end; each writes only what is new since its last call. The file writers open their files at the first
+`write()`, when the storage knows where the run started (`storage.start_iter`): a resumed run first drops
+what the interrupted one logged from that iteration on (it is about to be redone), so that the folder holds
+each iteration once.
 """
 import datetime
 import json
@@ -38,6 +41,11 @@ def _new_scalars(storage, window: int, last_written: dict) -> dict:
     return by_iter
 
 
+def is_main_loss(name: str) -> bool:
+    """`total_loss` and the loss terms without a decoder-layer suffix (`loss_bbox`, not `loss_bbox_3`)."""
+    return name == "total_loss" or (name.startswith("loss") and not re.search(r"_\d+$", name))
+
+
 def stdout_is_tty() -> bool:
     try:
         return sys.stdout.isatty()
@@ -72,7 +80,7 @@ class ConsoleWriter(EventWriter):
         if storage.epoch is not None:
             parts.append(f"epoch: {storage.epoch:.2f}")
         # auxiliary decoder-layer terms (`loss_x_0`, `loss_x_dn_3`) stay in metrics.json / TensorBoard only
-        losses = [k for k in hist if k == "total_loss" or (k.startswith("loss") and not re.search(r"_\d+$", k))]
+        losses = [k for k in hist if is_main_loss(k)]
         losses.sort(key=lambda k: (k != "total_loss", k))
         parts += [f"{k}: {hist[k].median(self.window):.4g}" for k in losses]
         for name, fmt in (("grad_norm", "{:.3g}"), ("time", "{:.4f}"), ("data_time", "{:.4f}")):
@@ -86,17 +94,48 @@ class ConsoleWriter(EventWriter):
         logger.info("  ".join(parts))
 
 
+def drop_rows_from(path: str, start_iter: int) -> int:
+    """Remove the JSON-lines rows of `path` whose `iteration` is >= `start_iter` (atomically; other lines,
+    even unparsable ones, are kept, each ending with a newline). Returns the number of rows dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            iteration = json.loads(line).get("iteration")
+        except (ValueError, AttributeError):
+            iteration = None
+        if not (isinstance(iteration, int) and iteration >= start_iter):
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        from ..checkpoint.atomic import atomic_open  # lazy: lazydet.checkpoint imports lazydet.utils
+
+        with atomic_open(path, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+        logger.info(f"{path}: dropped {dropped} rows from iteration {start_iter} on (the resumed run redoes them)")
+    return dropped
+
+
 class JSONWriter(EventWriter):
     """metrics.json: one JSON object per logged iteration with `iteration` and (when known) `epoch`."""
 
     def __init__(self, path: str, window_size: int = 20):
         self.path = path
         self.window = window_size
-        self._file = open(path, "a")
+        self._file = None
         self._written = {}
+
+    def _open(self, start_iter: int):
+        drop_rows_from(self.path, start_iter)
+        self._file = open(self.path, "a")
 
     def write(self):
         storage = get_event_storage()
+        if self._file is None:
+            self._open(storage.start_iter)
         by_iter = _new_scalars(storage, self.window, self._written)
         for it in sorted(by_iter):
             row = {"iteration": it}
@@ -111,28 +150,35 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self):
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class TensorboardWriter(EventWriter):
-    """TensorBoard event files in the output folder (torch.utils.tensorboard)."""
+    """TensorBoard event files in the output folder (torch.utils.tensorboard). A resumed run opens its
+    file with `purge_step=start_iter`: TensorBoard then hides the older files' events from that step on."""
 
     def __init__(self, log_dir: str, window_size: int = 20):
-        from torch.utils.tensorboard import SummaryWriter
-
+        self.log_dir = log_dir
         self.window = window_size
-        self._writer = SummaryWriter(log_dir)
+        self._writer = None
         self._written = {}
 
     def write(self):
-        by_iter = _new_scalars(get_event_storage(), self.window, self._written)
+        storage = get_event_storage()
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(self.log_dir, purge_step=storage.start_iter or None)
+        by_iter = _new_scalars(storage, self.window, self._written)
         for it in sorted(by_iter):
             for k, v in by_iter[it].items():
                 self._writer.add_scalar(k, v, it)
         self._writer.flush()
 
     def close(self):
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _wandb_has_api_key() -> bool:
