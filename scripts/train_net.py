@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from omegaconf import OmegaConf  # noqa: E402
 
+from lazydet.analysis.plots import plot_run_folder  # noqa: E402
 from lazydet.checkpoint import CheckpointError, Checkpointer  # noqa: E402
 from lazydet.config import ConfigError, LazyConfig, instantiate  # noqa: E402
 from lazydet.data import DataError, check_datasets  # noqa: E402
@@ -145,7 +146,8 @@ def main(args):
     with missing_keys_as_errors(cfg.train):  # a train.* key the recipe lacks: one line naming it
         validate_train_config(cfg)  # validate train config: bad values stop here in one line
         check_datasets(cfg)  # check datasets: they exist and their images are readable, before anything is built
-        run_folder = open_run_folder(cfg, args)  # open run folder: lock it, refuse a used one, pick the resume ckpt
+        # open run folder: lock it, refuse a used one, pick the resume checkpoint; plots/ drawn when the run ends
+        run_folder = open_run_folder(cfg, args, plot=plot_run_folder)
         default_setup(cfg, args)  # setup: logging, environment, seed
         if args.eval_only:
             return do_eval_only(args, cfg)

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .curves import band  # noqa: E402
-from .metrics_io import Run, infer_iters_per_epoch  # noqa: E402
+from ..utils.writers import is_main_loss  # noqa: E402
+from .metrics_io import MetricsError, Run, infer_iters_per_epoch, load_run  # noqa: E402
 
 LOSS_KEY = "total_loss"
 
@@ -167,3 +168,15 @@ def plot_runs(runs: Sequence[Run], path: str, metrics: Sequence[str] = ("bbox/AP
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     return _save(fig, path)
+
+
+def plot_run_folder(output_dir: str, metrics: Sequence[str] = ("bbox/AP", "bbox/AP50")) -> Optional[str]:
+    """`<output_dir>/plots/metrics.png` from the run's metrics.json, as `tools.plot_metrics` draws it: total
+    loss, lr, each main loss term and `metrics` (BoxAP). Returns the path, or None when nothing was logged.
+    Drawn by train_net's run folder when a run ends or is stopped."""
+    try:
+        run = load_run(output_dir)
+    except MetricsError:
+        return None
+    terms = [k for k in run.metric_names() if is_main_loss(k) and k != "total_loss"]
+    return plot_runs([run], os.path.join(output_dir, "plots", "metrics.png"), [*terms, *metrics])

@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import socket
+from typing import Callable, Optional
 
 from ..checkpoint import (CheckpointError, atomic_write_text, checkpoint_problem, choose_resume_checkpoint,
                           leftover_temp_files)
@@ -40,7 +41,6 @@ logger = logging.getLogger("lazydet")
 
 LOCK_FILE = ".lazydet.lock"
 METRICS_FILE = "metrics.json"
-PLOT_METRICS = ("bbox/AP", "bbox/AP50")
 
 
 class RunFolderError(ValueError):
@@ -154,10 +154,12 @@ def check_before_launch(cfg, args) -> None:
         _check(cfg, args, take_lock=False)
 
 
-def open_run_folder(cfg, args) -> "RunFolder":
+def open_run_folder(cfg, args, plot: Optional[Callable[[str], Optional[str]]] = None) -> "RunFolder":
     """Collective: rank 0 checks the folder, takes its lock (training), removes temp leftovers; every rank
     gets rank 0's verdict and raises the same error. Call before `default_setup`: nothing is written before
-    the verdict; then logging to log.txt starts and the temp files removed are logged."""
+    the verdict; then logging to log.txt starts and the temp files removed are logged. `plot(output_dir)`
+    draws the run's curves when it ends and returns the image's path (train_net passes
+    `lazydet.analysis.plot_run_folder`; the engine does not depend on the analysis package)."""
     output_dir = cfg.train.output_dir
     lock, error = None, None
     if comm.is_main_process():
@@ -174,18 +176,19 @@ def open_run_folder(cfg, args) -> "RunFolder":
             size = os.path.getsize(path)
             os.remove(path)
             logger.warning(f"removed {path} ({size} bytes), left by a process killed while writing it")
-    return RunFolder(copy.deepcopy(cfg) if lock is not None else None, output_dir, lock)
+    return RunFolder(copy.deepcopy(cfg) if lock is not None else None, output_dir, lock, plot)
 
 
 class RunFolder(HookBase):
     """Holds the folder's lock (rank 0 of a training run); as a hook, writes the config when training
-    starts and the plots when it ends, then releases the lock. `cfg` is the config as loaded (a copy taken
-    before building puts the model object into `optimizer.params.model`)."""
+    starts and the plots (`plot(output_dir)`, when given) when it ends, then releases the lock. `cfg` is the
+    config as loaded (a copy taken before building puts the model object into `optimizer.params.model`)."""
 
-    def __init__(self, cfg, output_dir: str, lock=None):
+    def __init__(self, cfg, output_dir: str, lock=None, plot: Optional[Callable[[str], Optional[str]]] = None):
         self.cfg = cfg
         self.output_dir = output_dir
         self._lock = lock
+        self._plot = plot
 
     @property
     def locked(self) -> bool:
@@ -203,8 +206,8 @@ class RunFolder(HookBase):
 
     def after_train(self):
         try:
-            if self.locked:
-                path = draw_plots(self.output_dir)
+            if self.locked and self._plot is not None:
+                path = self._plot(self.output_dir)
                 if path:
                     logger.info(f"Training curves drawn in {path}")
         except Exception as e:  # noqa: BLE001 - plots must never hide how the run ended
@@ -226,18 +229,3 @@ def write_config(cfg, output_dir: str) -> None:
     except Exception as e:  # noqa: BLE001 - the yaml dump is the reference copy
         logger.warning(f"could not write config.py ({e}); config.yaml is complete")
     logger.info(f"Full config saved to {os.path.join(output_dir, 'config.yaml')}")
-
-
-def draw_plots(output_dir: str):
-    """`<output_dir>/plots/metrics.png` from metrics.json, drawn by the code of `tools.plot_metrics`: total
-    loss, lr, each main loss term and BoxAP/AP50. Returns the path, or None when nothing was logged."""
-    from ..analysis.metrics_io import MetricsError, load_run
-    from ..analysis.plots import plot_runs
-    from ..utils.writers import is_main_loss
-
-    try:
-        run = load_run(output_dir)
-    except MetricsError:
-        return None
-    terms = [k for k in run.metric_names() if is_main_loss(k) and k != "total_loss"]
-    return plot_runs([run], os.path.join(output_dir, "plots", "metrics.png"), [*terms, *PLOT_METRICS])

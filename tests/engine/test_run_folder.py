@@ -142,7 +142,7 @@ import sys, time
 from omegaconf import OmegaConf
 from lazydet.engine.run_folder import open_run_folder
 class Args: resume = True; eval_only = False
-folder = open_run_folder(OmegaConf.create({"train": {"output_dir": sys.argv[1]}}), Args())
+folder = open_run_folder(OmegaConf.create({"train": {"output_dir": sys.argv[1], "init_checkpoint": ""}}), Args())
 print("locked", flush=True)
 time.sleep(120)
 """
@@ -307,9 +307,11 @@ def test_disk_full_while_saving_is_one_line_and_the_run_resumes_from_the_last_go
 
 # ---- a run that is stopped still draws its plots and releases the lock -----------------------------------
 def test_a_stopped_run_draws_plots_and_releases_the_lock(tmp_path):
+    from lazydet.analysis.plots import plot_run_folder
     from lazydet.config import LazyConfig
-    from lazydet.engine import HookBase, StopTraining, build_trainer, default_setup
+    from lazydet.engine import HookBase, StopTraining, default_setup
     from lazydet.engine.run_folder import open_run_folder
+    from scripts.train_net import build_trainer
 
     class Stop(HookBase):
         def after_step(self):
@@ -321,9 +323,9 @@ def test_a_stopped_run_draws_plots_and_releases_the_lock(tmp_path):
 
     out = str(tmp_path / "run")
     cfg = LazyConfig.apply_overrides(LazyConfig.load(RECIPE), [f"train.output_dir={out}", *SHORT])
-    folder = open_run_folder(cfg, Args())
+    folder = open_run_folder(cfg, Args(), plot=plot_run_folder)
     default_setup(cfg, Args())
-    trainer = build_trainer(cfg, Args())
+    trainer = build_trainer(Args(), cfg)
     trainer.register_hooks([Stop(), folder])
     trainer.train()
     assert trainer.stop_reason == "stopped by the test" and os.path.isfile(os.path.join(out, "plots", "metrics.png"))
