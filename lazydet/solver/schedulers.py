@@ -1,4 +1,5 @@
 """LR schedules: fvcore ParamSchedulers (functions of training progress in [0, 1]) times each group's base lr."""
+import math
 
 import torch
 from fvcore.common.param_scheduler import CompositeParamScheduler, ConstantParamScheduler, \
@@ -69,8 +70,10 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
             group["lr"] = lr
 
     def get_lr(self):
-        """Each group's base lr times the multiplier at the current progress (clamped to [0, 1])."""
-        where = min(max(self.last_epoch / self._max_iter, 0.0), 1.0)
+        """Each group's base lr times the multiplier at the current progress, clamped to [0, 1). The step after
+        the last iteration reaches 1.0, where fvcore's ConstantParamScheduler (and others) raise; that lr
+        trains nothing, so it is taken just before the end."""
+        where = min(max(self.last_epoch / self._max_iter, 0.0), math.nextafter(1.0, 0.0))
         m = self._multiplier(where)
         return [base * m for base in self.base_lrs]
 

@@ -152,7 +152,11 @@ def test_coco_scheduler_warmup():
 def test_constant_multiplier_is_identity():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2)
-    LRMultiplier(opt, ConstantParamScheduler(1.0), 5)
+    scheduler = LRMultiplier(opt, ConstantParamScheduler(1.0), 5)
+    assert opt.param_groups[0]["lr"] == 0.2
+    for _ in range(5):  # through the step after the last iteration (progress 1.0, where fvcore's scheduler raises)
+        opt.step()
+        scheduler.step()
     assert opt.param_groups[0]["lr"] == 0.2
 
 
