@@ -24,6 +24,7 @@ from ..solver import LRMultiplier
 from ..utils import comm
 from ..utils.device import resolve_device
 from ..utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter, WandbWriter
+from .train_config import validate_train_config
 
 logger = logging.getLogger("lazydet")
 
@@ -140,8 +141,10 @@ class TrainingParts:
 def build_training_parts(cfg, device: Optional[torch.device] = None) -> TrainingParts:
     """Instantiate `model` (on `device`, default `training_device(cfg.train)`), `optimizer` (its
     `params.model` set to the model), `dataloader.train`, the lengths and the lr schedule, as training does.
-    A `train.*` key the recipe lacks is a one-line ConfigError naming it."""
+    A `train.*` key the recipe lacks, or a bad value (`validate_train_config`), is a one-line ConfigError
+    naming it, for train_net and for every tool that builds through here."""
     with missing_keys_as_errors(cfg.train):
+        validate_train_config(cfg)
         device = training_device(cfg.train) if device is None else torch.device(device)
         model = build_model(cfg, device)
         cfg.optimizer.params.model = model

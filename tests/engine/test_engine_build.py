@@ -35,6 +35,14 @@ def test_tools_get_the_parts_train_net_trains(tmp_path):
         getattr(h, "uninstall", lambda: None)()
 
 
+def test_tools_get_train_nets_value_checks(tmp_path):
+    """A bad train.* value stops a tool that builds through build_training_parts as it stops train_net."""
+    from lazydet.diagnostics import probes
+
+    with pytest.raises(ConfigError, match=r"^train.grad_accumulation_steps=0 "):
+        probes.build_parts(RECIPE, [f"train.output_dir={tmp_path}", "train.grad_accumulation_steps=0"])
+
+
 def test_resolve_lengths_epochs_win_over_iterations():
     train = OmegaConf.create({"max_iter": 100, "max_epochs": 2.5, "eval_period": 10, "eval_period_epochs": None,
                               "checkpointer": {"period": 7, "period_epochs": 1}})
