@@ -45,6 +45,18 @@ class PeerLostError(LaunchError):
     """A collective failed because another rank (its process or its machine) is gone."""
 
 
+class WorkerError(LaunchError):
+    """A spawned process stopped on a one-line error of the run (config, data, run folder, checkpoint);
+    the message is that line."""
+
+
+# Errors whose message is a whole, actionable line (lazydet's ConfigError, DataError, RunFolderError,
+# CheckpointError are ValueErrors raised with one line): a spawned child's is re-raised in the parent as that
+# line instead of the child's traceback. Named, not imported: the launcher does not depend on those packages.
+ONE_LINE_ERRORS = {"PeerLostError": PeerLostError, "RendezvousError": RendezvousError,
+                   **{name: WorkerError for name in ("ConfigError", "DataError", "RunFolderError", "CheckpointError")}}
+
+
 def find_free_port() -> int:
     """A TCP port on this machine that was free a moment ago (for --dist-url auto)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -284,7 +296,8 @@ def launch(main_func, num_gpus_per_machine: int = 1, num_machines: int = 1, mach
                            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
                                  timeout))
     except mp.ProcessRaisedException as e:  # a child's one-line error stays one line in the parent
-        lost = re.search(r"PeerLostError: (.*)", str(e))
-        if lost:
-            raise PeerLostError(lost.group(1)) from None
+        last_line = str(e).strip().splitlines()[-1]  # "<module>.<Class>: <message>" of the child's traceback
+        error = re.fullmatch(r"(?:[\w.]+\.)?(\w+): (.*)", last_line)
+        if error and error.group(1) in ONE_LINE_ERRORS:
+            raise ONE_LINE_ERRORS[error.group(1)](error.group(2)) from None
         raise

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from lazydet.engine.launch import (DEFAULT_RENDEZVOUS_TIMEOUT_S, RENDEZVOUS_TIMEOUT_ENV, PeerLostError,
-                                   RendezvousError, _run_rank, gloo_interface_toward, rendezvous_timeout_s,
-                                   wait_for_rendezvous)
+                                   RendezvousError, WorkerError, _run_rank, gloo_interface_toward, launch,
+                                   rendezvous_timeout_s, wait_for_rendezvous)
 
 
 def closed_local_port() -> int:
@@ -65,6 +65,20 @@ def test_other_errors_pass_through_unchanged():
 
     with pytest.raises(RuntimeError, match="^shape mismatch$"):
         _run_rank(0, main, ())
+
+
+def _stop_on_bad_data(path):
+    from lazydet.data import DataError
+
+    raise DataError(f"{path}: not a COCO json (expected an object with 'images', 'annotations', 'categories')")
+
+
+def test_a_spawned_processs_one_line_error_stays_one_line():
+    """--num-gpus 2: a DataError in the spawned processes reaches the launching process as its one line."""
+    with pytest.raises(WorkerError) as err:
+        launch(_stop_on_bad_data, 2, args=("/data/val.json",))
+    assert str(err.value) == "/data/val.json: not a COCO json (expected an object with 'images', 'annotations', " \
+                             "'categories')"
 
 
 def outward_interfaces() -> list:
