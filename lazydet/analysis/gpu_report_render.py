@@ -11,6 +11,8 @@ import platform
 import subprocess
 from typing import List, Optional
 
+from lazydet.checkpoint.atomic import atomic_open, atomic_write_text
+
 from .ablation import CellResult, add_relative_figures, markdown_table, write_outputs
 from .kernel_bench import BASELINES
 from .part_runner import atomic_write_json
@@ -214,19 +216,16 @@ def plot_report(report: dict, path: str) -> Optional[str]:
     axes[2].set_xlabel("step")
     fig.suptitle(f"{report['header']['device']}, commit {report['header']['commit']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path + ".tmp", dpi=100, format="png")
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    os.replace(path + ".tmp", path)
     return path
 
 
 def write_report(report: dict, out_dir: str) -> dict:
     """(Re)write report.md, report.json, report.png and table2/*; returns their paths."""
     paths = {k: os.path.join(out_dir, f"report.{k}") for k in ("md", "json", "png")}
-    tmp = paths["md"] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(render_markdown(report))
-    os.replace(tmp, paths["md"])
+    atomic_write_text(paths["md"], render_markdown(report))
     atomic_write_json(paths["json"], report)
     plot_report(report, paths["png"])
     table2 = next((s for s in report["parts"] if s["name"] == "table2" and s.get("rows")), None)

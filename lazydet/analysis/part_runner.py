@@ -35,11 +35,11 @@ class Part:
 
 
 def atomic_write_json(path: str, obj) -> None:
-    """Write JSON to `path` through a temporary file + os.replace: a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Write JSON to `path` atomically (`lazydet.checkpoint.atomic_open`): a reader never sees half a file."""
+    from lazydet.checkpoint.atomic import atomic_open  # here: the parent process stays free of torch
+
+    with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def one_line(e: BaseException) -> str:

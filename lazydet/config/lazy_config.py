@@ -52,11 +52,11 @@ class LazyConfig:
         (use `LazyConfig.unsavable_keys(cfg)` to warn about them)."""
         from omegaconf import OmegaConf
 
+        from lazydet.checkpoint.atomic import atomic_open  # here: loading configs needs no torch
+
         text = OmegaConf.to_yaml(OmegaConf.create(to_plain(cfg, strict=strict)))
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # readers never see a half-written file
+        with atomic_open(os.fspath(path), "wb") as f:  # readers never see a half-written file
+            f.write(text.encode("utf-8"))
 
     @staticmethod
     def unsavable_keys(cfg: Any) -> list[str]:

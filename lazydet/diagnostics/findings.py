@@ -10,6 +10,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from lazydet.checkpoint.atomic import atomic_write_text
+
 logger = logging.getLogger("lazydet.doctor")
 
 SEVERITIES = ("error", "warning", "info")
@@ -274,12 +276,8 @@ class DoctorReport:
         return "\n".join(out).rstrip() + "\n"
 
     def write(self, output_dir: str, filename: str = "doctor_report.md") -> str:
-        """Writes `to_markdown()` to `output_dir/filename` through a temporary file and `os.replace`, so a
-        reader never sees half a report; returns the path."""
-        os.makedirs(output_dir, exist_ok=True)
+        """Writes `to_markdown()` to `output_dir/filename` (created if needed) atomically, so a reader never
+        sees half a report; returns the path."""
         path = os.path.join(output_dir, filename)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(self.to_markdown())
-        os.replace(tmp, path)
+        atomic_write_text(path, self.to_markdown())
         return path
