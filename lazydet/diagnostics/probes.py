@@ -17,7 +17,9 @@ logger = logging.getLogger("lazydet.doctor")
 def build_parts(config_file: str, overrides=(), device: str | None = None):
     """The recipe's `TrainingParts` (model, optimizer, train loader, schedule), built by the engine's
     `build_training_parts` as train_net builds them, after `overrides` (and `train.device=device` when given),
-    seeded by `train.seed` (0 when it is -1), with the train loader in-process (`num_workers=0`)."""
+    seeded by `train.seed` (0 when it is -1), with the train loader in-process (`num_workers=0`). The
+    optimizer's groups are at the recipe's lr (`initial_lr`), not at the schedule's first warm-up lr: a probe
+    trains a few steps at the lr the run trains at."""
     from lazydet.config import LazyConfig
     from lazydet.engine import build_training_parts
     from lazydet.utils.env import seed_all_rng
@@ -27,7 +29,10 @@ def build_parts(config_file: str, overrides=(), device: str | None = None):
     if "num_workers" in cfg.dataloader.train:
         cfg.dataloader.train.num_workers = 0
     seed_all_rng(max(int(cfg.train.seed), 0))
-    return build_training_parts(cfg)
+    parts = build_training_parts(cfg)
+    for group in parts.optimizer.param_groups:
+        group["lr"] = group["initial_lr"]
+    return parts
 
 
 def train_batches(parts, n: int) -> list:

@@ -28,8 +28,9 @@ def test_tools_get_the_parts_train_net_trains(tmp_path):
     tool = probes.build_parts(RECIPE, [f"train.output_dir={tmp_path}"])
     for (name, a), b in zip(trainer.unwrapped_model.state_dict().items(), tool.model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert [(g["lr"], g["weight_decay"], len(g["params"])) for g in trainer.optimizer.param_groups] == \
-        [(g["lr"], g["weight_decay"], len(g["params"])) for g in tool.optimizer.param_groups]
+    assert [(g["initial_lr"], g["weight_decay"], len(g["params"])) for g in trainer.optimizer.param_groups] == \
+        [(g["initial_lr"], g["weight_decay"], len(g["params"])) for g in tool.optimizer.param_groups]
+    assert [g["lr"] for g in tool.optimizer.param_groups] == [g["initial_lr"] for g in tool.optimizer.param_groups]
     assert trainer.max_iter == tool.lengths.max_iter == 60 and tool.lr_scheduler.warmup_iters == 6
     for h in trainer.hooks:  # never trained: the PreemptionHook's signal handlers must not outlive the test
         getattr(h, "uninstall", lambda: None)()
