@@ -118,7 +118,6 @@ class EvalHook(HookBase):
     def __init__(self, period: int, eval_function):
         self.period = int(period)
         self.eval_function = eval_function
-        self.last_results = None
 
     def _do_eval(self):
         with preserve_rng_state():
@@ -128,7 +127,6 @@ class EvalHook(HookBase):
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
         if flat:
             self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
-        self.last_results = results
         comm.synchronize()
 
     def after_step(self):
