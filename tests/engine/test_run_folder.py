@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,17 @@ def train_rows(out):
     with open(os.path.join(out, "metrics.json")) as f:
         rows = [json.loads(line) for line in f]
     return [r["iteration"] for r in rows if "total_loss" in r], [r["iteration"] for r in rows if "toy/mse" in r]
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """The preemption hook installs its handlers when built and removes them in after_train; an in-process
+    run that ends before training (a finished run resumed) never gets there: restore them for later tests."""
+    signals = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+    saved = {s: signal.getsignal(s) for s in signals}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="module")
