@@ -343,3 +343,19 @@ def test_a_stopped_run_draws_plots_and_releases_the_lock(tmp_path):
     assert train_rows(out)[0] == list(range(7))
     Args.resume = True
     open_run_folder(cfg, Args()).release()  # the lock is free again
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_both_stop_with_rank0s_verdict(copy):
+    """No launching process of ours checks first under torchrun: rank 0 decides, rank 1 must not hang."""
+    from lazydet.engine.launch import find_free_port
+
+    before = folder_state(copy)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(find_free_port()), "-m", "scripts.train_net", "--config-file", RECIPE,
+                           f"train.output_dir={copy}", *SHORT], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all(f"train.output_dir={copy!r} already holds a run" in e for e in errors), errors
+    assert_unchanged(copy, before)
