@@ -19,7 +19,7 @@ from lazydet.data import DataError, check_datasets
 from lazydet.engine import build_trainer, default_argument_parser, default_setup, do_test, launch
 from lazydet.engine.defaults import select
 from lazydet.engine.launch import LaunchError
-from lazydet.engine.run_folder import RunFolderError, check_before_launch, open_run_folder
+from lazydet.engine.run_folder import RunFolderError, check_before_launch, keep_early_log, open_run_folder
 from lazydet.utils import comm
 from lazydet.utils.device import resolve_device
 
@@ -73,6 +73,7 @@ def _load_ema_weights(ema, path):
 
 def main(args):
     cfg = load_config(args)
+    keep_early_log()  # the dataset check's lines go to log.txt once the run folder is open
     check_datasets(cfg)  # every dataset exists and its images are readable, before anything is built or written
     run_folder = open_run_folder(cfg, args)  # lock, refuse a used folder, choose the resume checkpoint
     default_setup(cfg, args)

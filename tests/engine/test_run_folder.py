@@ -359,3 +359,21 @@ def test_two_ranks_under_torchrun_both_stop_with_rank0s_verdict(copy):
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and all(f"train.output_dir={copy!r} already holds a run" in e for e in errors), errors
     assert_unchanged(copy, before)
+
+
+def test_the_dataset_check_lines_reach_log_txt(tmp_path, monkeypatch):
+    import logging
+
+    import scripts.train_net as train_net
+
+    def check_datasets(cfg):
+        logging.getLogger("lazydet").info("dataset check: 64 images, all readable")
+        logging.getLogger("lazydet").warning("dataset check: a.jpg is truncated; left out")
+
+    monkeypatch.setattr(train_net, "check_datasets", check_datasets)
+    out = tmp_path / "run"
+    run(str(out))
+    log = (out / "log.txt").read_text().splitlines()
+    assert "INFO] dataset check: 64 images, all readable" in log[0]
+    assert "WARNING] dataset check: a.jpg is truncated; left out" in log[1]
+    assert "Rank 0 of 1; command line:" in log[2]
