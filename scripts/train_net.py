@@ -29,7 +29,8 @@ from lazydet.engine import (ModelEMA, Trainer, build_model, build_training_parts
 from lazydet.engine import hooks as H  # noqa: E402
 from lazydet.engine.launch import LaunchError  # noqa: E402
 from lazydet.engine.preemption import build_preemption_hooks  # noqa: E402
-from lazydet.engine.run_folder import RunFolder, RunFolderError, check_before_launch, open_run_folder  # noqa: E402
+from lazydet.engine.run_folder import (RunFolder, RunFolderError, check_before_launch, keep_early_log,  # noqa: E402
+                                      open_run_folder)
 from lazydet.engine.train_config import validate_train_config  # noqa: E402
 from lazydet.evaluation import format_results_table, inference_on_dataset  # noqa: E402
 from lazydet.solver import format_param_group_table, param_group_table  # noqa: E402
@@ -145,6 +146,7 @@ def main(args):
     cfg = load_config(args)  # load config
     with missing_keys_as_errors(cfg.train):  # a train.* key the recipe lacks: one line naming it
         validate_train_config(cfg)  # validate train config: bad values stop here in one line
+        keep_early_log()  # the lines logged before the run folder is accepted go into its log.txt
         check_datasets(cfg)  # check datasets: they exist and their images are readable, before anything is built
         # open run folder: lock it, refuse a used one, pick the resume checkpoint; plots/ drawn when the run ends
         run_folder = open_run_folder(cfg, args, plot=plot_run_folder)

@@ -142,6 +142,33 @@ def _check(cfg, args, take_lock: bool):
     return lock
 
 
+class _EarlyRecords(logging.Handler):
+    """Keeps what the run logs before its folder is open (the dataset check), for log.txt."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def keep_early_log() -> None:
+    """Log to the console from now on, and keep the `lazydet` records logged until `open_run_folder` (e.g.
+    by `check_datasets`): they are written into log.txt once the folder is accepted (nothing before)."""
+    setup_logger(None, rank=comm.get_rank())
+    logger.addHandler(_EarlyRecords())
+
+
+def _write_early_log(early_handlers) -> None:
+    """The kept records, into the file handlers (log.txt) that setup_logger has just added."""
+    records = [r for h in early_handlers if isinstance(h, _EarlyRecords) for r in h.records]
+    for handler in (h for h in logger.handlers if isinstance(h, logging.FileHandler)):
+        for record in records:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
 def check_before_launch(cfg, args) -> None:
     """The run-folder checks in the launching process, when it is about to spawn worker processes (their
     errors would otherwise come back as a child's traceback). Writes nothing but the (empty) folder."""
@@ -170,7 +197,9 @@ def open_run_folder(cfg, args, plot: Optional[Callable[[str], Optional[str]]] = 
     error = comm.broadcast_object(error)
     if error is not None:
         raise error
+    early = list(logger.handlers)
     setup_logger(output_dir, rank=comm.get_rank())  # the folder is accepted: log.txt holds the rest of the run
+    _write_early_log(early)
     if lock is not None:
         for path in leftover_temp_files(output_dir):
             size = os.path.getsize(path)

@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,17 @@ def train_rows(out):
     with open(os.path.join(out, "metrics.json")) as f:
         rows = [json.loads(line) for line in f]
     return [r["iteration"] for r in rows if "total_loss" in r], [r["iteration"] for r in rows if "toy/mse" in r]
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """The preemption hook installs its handlers when built and removes them in after_train; an in-process
+    run that ends before training (a finished run resumed) never gets there: restore them for later tests."""
+    signals = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+    saved = {s: signal.getsignal(s) for s in signals}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +345,37 @@ def test_a_stopped_run_draws_plots_and_releases_the_lock(tmp_path):
     assert train_rows(out)[0] == list(range(7))
     Args.resume = True
     open_run_folder(cfg, Args()).release()  # the lock is free again
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_both_stop_with_rank0s_verdict(copy):
+    """No launching process of ours checks first under torchrun: rank 0 decides, rank 1 must not hang."""
+    from lazydet.engine.launch import find_free_port
+
+    before = folder_state(copy)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(find_free_port()), "-m", "scripts.train_net", "--config-file", RECIPE,
+                           f"train.output_dir={copy}", *SHORT], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all(f"train.output_dir={copy!r} already holds a run" in e for e in errors), errors
+    assert_unchanged(copy, before)
+
+
+def test_the_dataset_check_lines_reach_log_txt(tmp_path, monkeypatch):
+    import logging
+
+    import scripts.train_net as train_net
+
+    def check_datasets(cfg):
+        logging.getLogger("lazydet").info("dataset check: 64 images, all readable")
+        logging.getLogger("lazydet").warning("dataset check: a.jpg is truncated; left out")
+
+    monkeypatch.setattr(train_net, "check_datasets", check_datasets)
+    out = tmp_path / "run"
+    run(str(out))
+    log = (out / "log.txt").read_text().splitlines()
+    assert "INFO] dataset check: 64 images, all readable" in log[0]
+    assert "WARNING] dataset check: a.jpg is truncated; left out" in log[1]
+    assert "Rank 0 of 1; command line:" in log[2]
