@@ -19,7 +19,7 @@ from tests.folder_state import assert_unchanged, folder_state
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(REPO, "tests", "data", "bad_data_recipe.py")
 RUN_FILES = ("config.", "log.txt", "metrics.json", "events.out.tfevents", "model_", "last_checkpoint",
-             "coco_instances_results.json")  # what a run writes into its output folder
+             "coco_instances_results.json", ".lazydet.lock", "plots/")  # what a run writes into its output folder
 
 
 def _ann(i, image, bbox, category=3):
