@@ -60,10 +60,13 @@ def atomic_open(path: str, mode: str = "wb"):
 
 
 def atomic_torch_save(obj, path: str) -> None:
+    """`torch.save(obj)` to `path` through `atomic_open`: a reader (or a crash) sees the old file or the whole
+    new one, never a partial write."""
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
 
 
 def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (same guarantee as `atomic_torch_save`)."""
     with atomic_open(path, "w") as f:
         f.write(text)

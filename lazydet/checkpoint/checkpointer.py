@@ -45,6 +45,12 @@ def fetch_state_dict(source: str, weights_only: bool = True) -> dict:
 
 
 class Checkpointer:
+    """Saves and restores a run: `model` plus named checkpointables (optimizer, scheduler, trainer, grad
+    scaler, EMA: anything with state_dict()/load_state_dict()) in `<save_dir>/<name>.pth`, detectron2's keys
+    (`model`, one key per checkpointable, extra entries such as `iteration`). Writes are atomic; loading
+    reports what matched (`last_load_report`) and turns a bad file into a one-line CheckpointError.
+    `weights_only` is passed to torch.load for resume files."""
+
     def __init__(self, model: torch.nn.Module, save_dir: str = "", *, weights_only: bool = True,
                  **checkpointables):
         self.model = model
@@ -93,13 +99,8 @@ class Checkpointer:
             return None
 
     def has_checkpoint(self) -> bool:
+        """Whether `--resume` finds a checkpoint in `save_dir` that loads."""
         return self.get_checkpoint_file() is not None
-
-    def get_all_checkpoint_files(self) -> list:
-        if not os.path.isdir(self.save_dir):
-            return []
-        return sorted(os.path.join(self.save_dir, f) for f in os.listdir(self.save_dir)
-                      if f.endswith(".pth") and not f.startswith("."))
 
     # ---- loading --------------------------------------------------------------------------------------------
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:

@@ -88,6 +88,7 @@ class ResumeChoice:
 
     @property
     def fell_back(self) -> bool:
+        """Whether the chosen checkpoint is not the first choice (files were passed over as unloadable)."""
         return self.path is not None and bool(self.problems)
 
 

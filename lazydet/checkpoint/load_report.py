@@ -7,6 +7,9 @@ import torch
 
 @dataclass
 class LoadReport:
+    """What loading the state dict of `source` into a model did: model tensors `matched`, `missing` (keep their
+    init), `unexpected` checkpoint keys (ignored), `shape_mismatched` (not loaded), and the model `prefix` the
+    checkpoint keys were placed under. The doctor reads `coverage`."""
     source: str
     num_model_keys: int
     matched: list = field(default_factory=list)
@@ -21,10 +24,12 @@ class LoadReport:
         return len(self.matched) / max(self.num_model_keys, 1)
 
     def counts(self) -> dict:
+        """The list lengths as a dict (for logs and JSON)."""
         return {"matched": len(self.matched), "missing": len(self.missing), "unexpected": len(self.unexpected),
                 "shape_mismatched": len(self.shape_mismatched), "model_keys": self.num_model_keys}
 
     def format(self, max_lines: int = 20) -> str:
+        """A summary line plus up to `max_lines` keys per problem kind, for the log."""
         where = f" under prefix '{self.prefix}'" if self.prefix else ""
         lines = [f"Loaded {self.source}{where}: {len(self.matched)}/{self.num_model_keys} model tensors matched "
                  f"({100 * self.coverage:.1f}%), {len(self.missing)} missing, {len(self.unexpected)} unexpected, "
@@ -45,6 +50,7 @@ class LoadReport:
 
 
 def strip_prefix(state: dict, prefix: str) -> dict:
+    """`state` with `prefix` removed from its keys when every key has it (e.g. DDP's "module."), else `state`."""
     if state and all(k.startswith(prefix) for k in state):
         return {k[len(prefix):]: v for k, v in state.items()}
     return state

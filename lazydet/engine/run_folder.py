@@ -221,6 +221,7 @@ class RunFolder(HookBase):
 
     @property
     def locked(self) -> bool:
+        """Whether this process holds the folder's lock (rank 0 of a training run, until released)."""
         return self._lock is not None
 
     def release(self) -> None:
@@ -230,10 +231,12 @@ class RunFolder(HookBase):
             self._lock = None
 
     def before_train(self):
+        """Write config.yaml / config.py: the run really starts now."""
         if self.locked:
             write_config(self.cfg, self.output_dir)
 
     def after_train(self):
+        """Draw plots/ (when a `plot` function was given), also after a stop or a failure, then release the lock."""
         try:
             if self.locked and self._plot is not None:
                 path = self._plot(self.output_dir)

@@ -22,11 +22,15 @@ logger = logging.getLogger("lazydet")
 
 
 class EventWriter:
+    """Writes what the hooks put into the current EventStorage somewhere (console, file, dashboard).
+    `PeriodicWriter` calls `write()` every `log_period` iterations and at the end, then `close()`."""
+
     def write(self):
+        """Write the metrics put since the last call."""
         raise NotImplementedError
 
     def close(self):
-        pass
+        """Flush and release files or connections (nothing by default)."""
 
 
 def _new_scalars(storage, window: int, last_written: dict) -> dict:
@@ -47,6 +51,7 @@ def is_main_loss(name: str) -> bool:
 
 
 def stdout_is_tty() -> bool:
+    """Whether stdout is a terminal (the progress bar redraws in place only then)."""
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
@@ -63,6 +68,7 @@ class ConsoleWriter(EventWriter):
         self._last = -1
 
     def write(self):
+        """Log one line for the current iteration (once per iteration)."""
         storage = get_event_storage()
         it = storage.iter
         if it == self._last:
@@ -133,6 +139,8 @@ class JSONWriter(EventWriter):
         self._file = open(self.path, "a")
 
     def write(self):
+        """Append one JSON row per iteration with new metrics (after dropping rows from the resumed iteration on,
+        at the first write), flushed and fsynced."""
         storage = get_event_storage()
         if self._file is None:
             self._open(storage.start_iter)
@@ -150,6 +158,7 @@ class JSONWriter(EventWriter):
             pass
 
     def close(self):
+        """Close metrics.json."""
         if self._file is not None:
             self._file.close()
 
@@ -165,6 +174,7 @@ class TensorboardWriter(EventWriter):
         self._written = {}
 
     def write(self):
+        """Add the new scalars to the event file (opened at the first write, with `purge_step` on resume)."""
         storage = get_event_storage()
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -177,6 +187,7 @@ class TensorboardWriter(EventWriter):
         self._writer.flush()
 
     def close(self):
+        """Close the event file."""
         if self._writer is not None:
             self._writer.close()
 
@@ -243,6 +254,7 @@ class WandbWriter(EventWriter):
         return {"id": run_id}
 
     def write(self):
+        """Log the new metrics to the wandb run (stops logging, with one warning, if wandb fails)."""
         if self._run is None:
             return
         by_iter = _new_scalars(get_event_storage(), self.window, self._written)
@@ -255,6 +267,7 @@ class WandbWriter(EventWriter):
             return
 
     def close(self):
+        """Finish the wandb run."""
         if self._run is not None:
             try:
                 self._run.finish()
