@@ -23,3 +23,15 @@ def _restore_lazydet_logger():
             logger.removeHandler(h)
             h.close()
     logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tools called in-process (benchmark --threads 1, ablation cells) set torch's global thread count; restore
+    it so that later tests (e.g. an in-process resume compared bit for bit with a subprocess run) run as
+    a fresh process would."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
