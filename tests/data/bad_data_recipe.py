@@ -3,7 +3,7 @@ registered here) with a stand-in detector that predicts the ground truth: the ba
 data path (start check, loaders, evaluator) in seconds. Used by tests/data/test_bad_data_train_net.py."""
 import os
 
-from fvcore.common.param_scheduler import CosineParamScheduler
+from fvcore.common.param_scheduler import ConstantParamScheduler
 
 from lazydet.config import LazyCall as L
 from lazydet.config import get_config
@@ -26,7 +26,7 @@ dataloader.test.batch_size = 2
 dataloader.test.num_workers = 0
 
 optimizer = get_config("common/optim.py").SGD
-lr_multiplier = L(CosineParamScheduler)(start_value=1.0, end_value=1.0)  # constant (fvcore's Constant refuses where=1.0)
+lr_multiplier = L(ConstantParamScheduler)(value=1.0)
 
 train = get_config("common/train.py").train
 train.max_iter = 2

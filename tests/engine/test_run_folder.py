@@ -359,7 +359,8 @@ def test_two_ranks_under_torchrun_both_stop_with_rank0s_verdict(copy):
                           timeout=180)
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and all(f"train.output_dir={copy!r} already holds a run" in e for e in errors), errors
+    # each rank stops on the verdict; torchrun may kill rank 1 as soon as rank 0 has failed, before it prints
+    assert 1 <= len(errors) <= 2 and all(f"train.output_dir={copy!r} already holds a run" in e for e in errors), errors
     assert_unchanged(copy, before)
 
 
